@@ -1,0 +1,111 @@
+//! Why the engine says no.
+//!
+//! A [`Refusal`] is a business answer decided by the inventory (sold out, over the limit…):
+//! nothing changed, and retrying the same request will get the same answer until the
+//! inventory changes. An [`EngineError`] wraps it together with the operational failures
+//! (overload, database trouble) whose outcome the client may retry with its idempotency key.
+
+use crate::types::{BookingStatus, EventStatus, HoldStatus};
+
+/// A request the inventory turned down. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the sale is not open for this event")]
+    SaleNotOpen,
+    #[error("this event is {0} and no longer sells")]
+    EventClosed(EventStatus),
+    #[error("not enough tickets are left in this section")]
+    SoldOut,
+    #[error("one or more of the requested seats is not available")]
+    SeatUnavailable,
+    #[error("this would take you past the limit of {limit} tickets per buyer for this event")]
+    TicketLimit { limit: u32 },
+    #[error("no such section in this event")]
+    SectionNotFound,
+    #[error("no such seat in this event")]
+    SeatNotFound,
+    #[error("no such hold")]
+    HoldNotFound,
+    #[error("the hold is {0}, not ACTIVE")]
+    HoldNotActive(HoldStatus),
+    #[error("no such booking")]
+    BookingNotFound,
+    #[error("the booking is already {0}")]
+    BookingNotActive(BookingStatus),
+    #[error("no such discount code for this event")]
+    DiscountNotFound,
+    #[error("this discount code is not valid now")]
+    DiscountNotValidNow,
+    #[error("this discount code has been used up")]
+    DiscountExhausted,
+    #[error("a discount code with this name already exists for this event")]
+    DiscountExists,
+    #[error("a section with this name already exists for this event")]
+    SectionExists,
+    #[error("cannot move an event from {from} to {to}")]
+    InvalidTransition { from: EventStatus, to: EventStatus },
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Refusal {
+    /// The stable, machine-readable code the API puts in `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::SaleNotOpen => "SALE_NOT_OPEN",
+            Refusal::EventClosed(_) => "EVENT_CLOSED",
+            Refusal::SoldOut => "SOLD_OUT",
+            Refusal::SeatUnavailable => "SEAT_UNAVAILABLE",
+            Refusal::TicketLimit { .. } => "TICKET_LIMIT",
+            Refusal::SectionNotFound => "SECTION_NOT_FOUND",
+            Refusal::SeatNotFound => "SEAT_NOT_FOUND",
+            Refusal::HoldNotFound => "RESERVATION_NOT_FOUND",
+            Refusal::HoldNotActive(_) => "RESERVATION_NOT_ACTIVE",
+            Refusal::BookingNotFound => "BOOKING_NOT_FOUND",
+            Refusal::BookingNotActive(_) => "BOOKING_NOT_ACTIVE",
+            Refusal::DiscountNotFound => "DISCOUNT_NOT_FOUND",
+            Refusal::DiscountNotValidNow => "DISCOUNT_NOT_VALID",
+            Refusal::DiscountExhausted => "DISCOUNT_EXHAUSTED",
+            Refusal::DiscountExists => "DISCOUNT_EXISTS",
+            Refusal::SectionExists => "SECTION_EXISTS",
+            Refusal::InvalidTransition { .. } => "INVALID_STATUS_TRANSITION",
+            Refusal::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Refusal::Invalid(_) => "VALIDATION_FAILED",
+        }
+    }
+}
+
+/// Everything an engine call can fail with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The inventory said no; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// No such event.
+    #[error("no such event")]
+    EventNotFound,
+    /// Too many requests in flight for this event or for the node: refused at once, nothing
+    /// changed. Retry after a short pause.
+    #[error("the engine is at capacity; retry shortly")]
+    Overloaded,
+    /// The engine is shutting down and takes no new work.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The decision could not be made durable (database error, timeout, lost actor). The
+    /// change was not acknowledged; it may or may not be in PostgreSQL, so a client retries
+    /// with the same idempotency key.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// Whether the client may retry the same request later and hope for another answer.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Overloaded | EngineError::ShuttingDown | EngineError::Unavailable(_)
+        )
+    }
+}

@@ -1,0 +1,430 @@
+//! How a message becomes a durable decision.
+//!
+//! 1. Every message first expires the holds that are due, so expiry never depends on the
+//!    timer alone and a request never sees a hold that should be gone.
+//! 2. The inventory decides. A refusal is answered at once: nothing changed.
+//! 3. Otherwise the decision's row changes go into the open batch and the reply is parked
+//!    there. If no flush is running, the batch is handed to a flush task at once (so a lone
+//!    request waits for one commit, not for a timer); if one is running, the batch keeps
+//!    filling until it returns. That is group commit: batches grow with load.
+//! 4. The flush task commits, answers every parked reply, and tells the actor it is done.
+//!    If it fails, the actor answers every reply still waiting with an error and fails
+//!    itself; the supervisor rebuilds it from PostgreSQL.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::messages::{EventMessage, Reply};
+use crate::engine::Shared;
+use crate::error::EngineError;
+use crate::ids;
+use crate::inventory::{Change, Decision, Inventory, InventorySnapshot};
+use crate::write_behind::{flush, Batch};
+
+/// A pending `send_after` timer.
+type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<EventMessage>>>;
+
+/// The event actor. Stateless itself; its [`EventState`] holds the inventory.
+pub struct EventActor;
+
+/// What an event actor starts from: an inventory freshly loaded from PostgreSQL.
+pub struct EventArgs {
+    /// Engine-wide resources: pool, id allocators, configuration, clock.
+    pub(crate) shared: Arc<Shared>,
+    /// The loaded inventory.
+    pub inventory: Inventory,
+    /// The fencing epoch taken when loading; every flush checks it.
+    pub epoch: i64,
+    /// Changes found while loading (expired holds, corrected counts), written first.
+    pub pending: Vec<Change>,
+    /// Where snapshots are published for readers.
+    pub snapshot: Arc<ArcSwap<InventorySnapshot>>,
+}
+
+/// The state of one event actor.
+pub struct EventState {
+    /// Engine-wide resources.
+    shared: Arc<Shared>,
+    /// The event's inventory: the one place its seats are decided.
+    inventory: Inventory,
+    /// The fencing epoch this actor writes under.
+    epoch: i64,
+    /// Published snapshots, read without a mailbox round trip.
+    snapshot: Arc<ArcSwap<InventorySnapshot>>,
+    /// The inventory version last published.
+    published_version: u64,
+    /// The batch filling now.
+    open: Batch,
+    /// Full batches waiting for the flush in flight to finish, oldest first.
+    sealed: VecDeque<Batch>,
+    /// Whether a flush task is running. At most one runs per event, because each batch's
+    /// decisions were made on top of the previous batch's.
+    flushing: bool,
+    /// The pending expiry timer and the expiry time it was set for.
+    expiry_timer: Option<(i64, TimerHandle)>,
+    /// The periodic idle check.
+    idle_timer: Option<JoinHandle<()>>,
+    /// When the last request arrived.
+    last_request: Instant,
+    /// Who waits for this actor to flush everything and stop.
+    drain_waiters: Vec<RpcReplyPort<()>>,
+}
+
+impl Actor for EventActor {
+    type Msg = EventMessage;
+    type State = EventState;
+    type Arguments = EventArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EventMessage>,
+        args: EventArgs,
+    ) -> Result<EventState, ActorProcessingErr> {
+        let mut state = EventState {
+            shared: args.shared,
+            inventory: args.inventory,
+            epoch: args.epoch,
+            snapshot: args.snapshot,
+            published_version: u64::MAX,
+            open: Batch::default(),
+            sealed: VecDeque::new(),
+            flushing: false,
+            expiry_timer: None,
+            idle_timer: None,
+            last_request: Instant::now(),
+            drain_waiters: Vec::new(),
+        };
+        state.open.add(args.pending);
+        state.publish(true);
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<EventMessage>,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        let period = state.shared.config.idle_check_period();
+        state.idle_timer = Some(myself.send_interval(period, || EventMessage::IdleCheck));
+        state.after_message(&myself);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EventMessage>,
+        message: EventMessage,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now_ms = state.shared.clock.now_ms();
+        state.expire(now_ms);
+        match message {
+            EventMessage::Hold(request, reply) => {
+                state.last_request = Instant::now();
+                match next_id(&state.shared.hold_ids).await {
+                    Some(hold_id) => {
+                        let decision = state.inventory.place_hold(request, hold_id, now_ms);
+                        state.decide(decision, reply);
+                    }
+                    None => {
+                        let _ = reply.send(Err(unavailable()));
+                    }
+                }
+            }
+            EventMessage::Release(requester, hold_id, reply) => {
+                state.last_request = Instant::now();
+                let decision = state.inventory.release_hold(requester, hold_id, now_ms);
+                state.decide(decision, reply);
+            }
+            EventMessage::Confirm(request, reply) => {
+                state.last_request = Instant::now();
+                match next_id(&state.shared.booking_ids).await {
+                    Some(booking_id) => {
+                        let reference = ids::booking_reference();
+                        let decision = state
+                            .inventory
+                            .confirm(request, booking_id, reference, now_ms);
+                        state.decide(decision, reply);
+                    }
+                    None => {
+                        let _ = reply.send(Err(unavailable()));
+                    }
+                }
+            }
+            EventMessage::CancelBooking(requester, booking_id, reply) => {
+                state.last_request = Instant::now();
+                let decision = state
+                    .inventory
+                    .cancel_booking(requester, booking_id, now_ms);
+                state.decide(decision, reply);
+            }
+            EventMessage::AddSection(new, reply) => {
+                state.last_request = Instant::now();
+                if let Err(refusal) = state.inventory.validate_section(&new) {
+                    let _ = reply.send(Err(refusal.into()));
+                } else {
+                    let seats = Inventory::seats_needed(&new.spec) as usize;
+                    let pool = &state.shared.pool;
+                    let allocated = async {
+                        let section = ids::fetch(pool, "event_sections_id_seq", 1).await?;
+                        let seat_ids = ids::fetch(pool, "seats_id_seq", seats).await?;
+                        Ok::<_, sqlx::Error>((section[0], seat_ids))
+                    }
+                    .await;
+                    match allocated {
+                        Ok((section_id, seat_ids)) => {
+                            let decision = state.inventory.add_section(section_id, new, &seat_ids);
+                            state.decide(decision, reply);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not allocate section ids");
+                            let _ = reply.send(Err(unavailable()));
+                        }
+                    }
+                }
+            }
+            EventMessage::AddDiscount(new, reply) => {
+                state.last_request = Instant::now();
+                match ids::fetch(&state.shared.pool, "discounts_id_seq", 1).await {
+                    Ok(id) => {
+                        let decision = state.inventory.add_discount(id[0], new, now_ms);
+                        state.decide(decision, reply);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not allocate a discount id");
+                        let _ = reply.send(Err(unavailable()));
+                    }
+                }
+            }
+            EventMessage::UpdateSettings(update, reply) => {
+                state.last_request = Instant::now();
+                let decision = state.inventory.update_settings(update);
+                state.decide(decision, reply);
+            }
+            EventMessage::Sync(reply) => state.decide(Ok(((), Vec::new())), reply),
+            EventMessage::Expire => state.expiry_timer = None,
+            EventMessage::IdleCheck => {
+                let idle = state.last_request.elapsed() >= state.shared.config.idle_timeout();
+                if idle
+                    && state.inventory.active_holds() == 0
+                    && state.is_quiet()
+                    && state.drain_waiters.is_empty()
+                {
+                    myself.stop(Some("idle".into()));
+                    return Ok(());
+                }
+            }
+            EventMessage::FlushDone(Ok(())) => state.flushing = false,
+            EventMessage::FlushDone(Err(error)) => {
+                state.flushing = false;
+                // Every decision still waiting was made on top of the batch that failed, so
+                // none of them may be acknowledged. The supervisor reloads the truth.
+                for batch in state.sealed.drain(..) {
+                    batch.answer(Err(unavailable()));
+                }
+                std::mem::take(&mut state.open).answer(Err(unavailable()));
+                for waiter in state.drain_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+                return Err(format!("flush failed: {error}").into());
+            }
+            EventMessage::Drain(reply) => state.drain_waiters.push(reply),
+        }
+        state.after_message(&myself);
+        if !state.drain_waiters.is_empty() && state.is_quiet() {
+            for waiter in state.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            myself.stop(Some("drained".into()));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<EventMessage>,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.cancel_timers();
+        Ok(())
+    }
+}
+
+/// The error a client gets when its decision could not be made durable. The cause is logged,
+/// never sent: it may name tables, hosts or constraints.
+fn unavailable() -> EngineError {
+    EngineError::Unavailable(
+        "the decision could not be recorded; retry with the same Idempotency-Key".into(),
+    )
+}
+
+/// An id from a prefetching allocator, waiting for the database only when the prefetch ran
+/// dry. `None` (logged) when the database could not be reached.
+async fn next_id(ids: &Arc<ids::IdAllocator>) -> Option<i64> {
+    if let Some(id) = ids.try_next() {
+        return Some(id);
+    }
+    match ids.next().await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(error = %e, "could not allocate an id");
+            None
+        }
+    }
+}
+
+impl EventState {
+    /// Expires due holds; their changes join the open batch with no reply attached.
+    fn expire(&mut self, now_ms: i64) {
+        let (expired, changes) = self.inventory.expire_due(now_ms);
+        if expired > 0 {
+            metrics::counter!("boxoffice_holds_expired_total").increment(expired as u64);
+            self.open.add(changes);
+        }
+    }
+
+    /// Answers a refusal at once, or parks the reply with the decision's changes.
+    fn decide<T: Send + 'static>(&mut self, decision: Decision<T>, reply: Reply<T>) {
+        match decision {
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal.into()));
+            }
+            Ok((value, changes)) => {
+                self.open.add(changes);
+                self.open.park(Box::new(move |outcome| {
+                    let _ = reply.send(outcome.map(|()| value));
+                }));
+                if self.open.changes >= self.shared.config.max_batch_changes {
+                    self.sealed.push_back(std::mem::take(&mut self.open));
+                }
+            }
+        }
+    }
+
+    /// Nothing is waiting to be written and no flush is running.
+    fn is_quiet(&self) -> bool {
+        !self.flushing && self.open.is_empty() && self.sealed.is_empty()
+    }
+
+    /// Common tail of every message: flush if possible, rearm expiry, publish.
+    fn after_message(&mut self, myself: &ActorRef<EventMessage>) {
+        self.maybe_flush(myself);
+        self.schedule_expiry(myself);
+        self.publish(false);
+    }
+
+    /// Starts a flush of the oldest waiting batch unless one is running.
+    fn maybe_flush(&mut self, myself: &ActorRef<EventMessage>) {
+        while !self.flushing {
+            let batch = match self.sealed.pop_front() {
+                Some(batch) => batch,
+                None if !self.open.is_empty() => std::mem::take(&mut self.open),
+                None => return,
+            };
+            if batch.writes.is_empty() {
+                // Only replays and barriers: everything they wait for is already durable.
+                batch.answer(Ok(()));
+                continue;
+            }
+            // Seat maps are refreshed once per commit, before its replies go out, so that a
+            // buyer who was told "yes" sees their seats taken.
+            self.publish(true);
+            self.start_flush(batch, myself.clone());
+        }
+    }
+
+    fn start_flush(&mut self, batch: Batch, myself: ActorRef<EventMessage>) {
+        self.flushing = true;
+        let pool = self.shared.pool.clone();
+        let timeout = self.shared.config.flush_timeout();
+        let (event_id, epoch) = (self.inventory.event_id(), self.epoch);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let written =
+                tokio::time::timeout(timeout, flush::write(&pool, event_id, epoch, &batch.writes));
+            let result = match written.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("flush timed out after {timeout:?}")),
+            };
+            let elapsed = started.elapsed();
+            metrics::histogram!("boxoffice_flush_duration_seconds").record(elapsed.as_secs_f64());
+            metrics::histogram!("boxoffice_flush_batch_changes").record(batch.changes as f64);
+            metrics::histogram!("boxoffice_flush_batch_requests").record(batch.parked.len() as f64);
+            match &result {
+                Ok(()) => {
+                    metrics::counter!("boxoffice_flush_changes_total")
+                        .increment(batch.changes as u64);
+                    batch.answer(Ok(()));
+                }
+                Err(error) => {
+                    metrics::counter!("boxoffice_flush_failures_total").increment(1);
+                    tracing::error!(event_id, error = %error, "write-behind flush failed");
+                    batch.answer(Err(unavailable()));
+                }
+            }
+            if elapsed > Duration::from_millis(500) {
+                tracing::warn!(
+                    event_id,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "slow flush"
+                );
+            }
+            // If the actor is gone the flush outlived it; nothing is waiting for this.
+            let _ = myself.cast(EventMessage::FlushDone(result));
+        });
+    }
+
+    /// Arms the expiry timer for the earliest hold, unless it is armed early enough already.
+    fn schedule_expiry(&mut self, myself: &ActorRef<EventMessage>) {
+        let Some(next_ms) = self.inventory.next_expiry_ms() else {
+            return;
+        };
+        if self
+            .expiry_timer
+            .as_ref()
+            .is_some_and(|(at, _)| *at <= next_ms)
+        {
+            return;
+        }
+        if let Some((_, timer)) = self.expiry_timer.take() {
+            timer.abort();
+        }
+        // One millisecond late rather than early: the clock reads whole milliseconds.
+        let delay_ms = (next_ms - self.shared.clock.now_ms()).max(0) as u64 + 1;
+        let timer = myself.send_after(Duration::from_millis(delay_ms), || EventMessage::Expire);
+        self.expiry_timer = Some((next_ms, timer));
+    }
+
+    /// Publishes a snapshot if anything changed (or seat maps are due for a refresh).
+    fn publish(&mut self, refresh_seats: bool) {
+        if !refresh_seats && self.inventory.version() == self.published_version {
+            return;
+        }
+        let snapshot = self.inventory.snapshot(refresh_seats);
+        self.published_version = snapshot.version;
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    fn cancel_timers(&mut self) {
+        if let Some((_, timer)) = self.expiry_timer.take() {
+            timer.abort();
+        }
+        if let Some(timer) = self.idle_timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+impl Drop for EventState {
+    fn drop(&mut self) {
+        // post_stop does not run when an actor fails; make sure no timer outlives it.
+        self.cancel_timers();
+    }
+}

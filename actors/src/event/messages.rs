@@ -1,0 +1,42 @@
+//! The messages an event actor handles. Requests carry a reply port; the actor answers
+//! refusals at once and everything else only after the decision is durable.
+
+use ractor::RpcReplyPort;
+
+use crate::error::EngineError;
+use crate::inventory::{EventRules, SectionSnapshot};
+use crate::types::{
+    BookingId, BookingOutcome, BookingView, ConfirmRequest, DiscountView, HoldId, HoldOutcome,
+    HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate,
+};
+
+/// Where an answer goes.
+pub type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
+
+/// Everything that can happen to an event's inventory.
+pub enum EventMessage {
+    /// Place a hold.
+    Hold(HoldRequest, Reply<HoldOutcome>),
+    /// Release an ACTIVE hold.
+    Release(Requester, HoldId, Reply<HoldView>),
+    /// Confirm holds into a booking.
+    Confirm(ConfirmRequest, Reply<BookingOutcome>),
+    /// Cancel a booking.
+    CancelBooking(Requester, BookingId, Reply<BookingView>),
+    /// Add a section.
+    AddSection(NewSection, Reply<SectionSnapshot>),
+    /// Add a discount code.
+    AddDiscount(NewDiscount, Reply<DiscountView>),
+    /// Change status or selling rules.
+    UpdateSettings(SettingsUpdate, Reply<EventRules>),
+    /// Answers once every decision made before it is durable: a write barrier.
+    Sync(Reply<()>),
+    /// The expiry timer fired.
+    Expire,
+    /// The idle timer fired: stop if nothing has happened for a while.
+    IdleCheck,
+    /// The flush task finished, with the error that kept it from committing if any.
+    FlushDone(Result<(), String>),
+    /// Flush everything, then stop. Sent at shutdown.
+    Drain(RpcReplyPort<()>),
+}

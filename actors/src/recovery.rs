@@ -1,0 +1,207 @@
+//! Loading an event's inventory from PostgreSQL.
+//!
+//! Loading also takes ownership: it bumps the event's fencing epoch in the same transaction,
+//! so any older actor's flush that commits afterwards is refused, and the row lock it takes
+//! makes the load wait for a flush still in flight — it never misses a committed decision.
+
+use std::collections::BTreeMap;
+
+use sqlx::{PgPool, Row};
+
+use crate::clock::from_timestamp;
+use crate::inventory::{EventRules, Restored, RestoredHold, RestoredSection, RowSpec};
+use crate::types::{
+    BookingStatus, BookingView, DiscountAmount, DiscountView, EventId, EventStatus, HoldStatus,
+    HoldView, SectionKind,
+};
+
+/// Why an event could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no such event")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+fn parse<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, LoadError> {
+    parse(text).ok_or_else(|| LoadError::Corrupt(format!("unknown status {text}")))
+}
+
+/// Loads everything stored about an event and takes ownership of it. Returns the stored
+/// state and the new fencing epoch.
+pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), LoadError> {
+    let mut tx = pool.begin().await?;
+    let event = sqlx::query(
+        "UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1
+         RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
+                   available_seats, owner_epoch",
+    )
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(LoadError::NotFound)?;
+    let rules = EventRules {
+        status: parse(event.get("status"), EventStatus::parse)?,
+        sale_start_ms: from_timestamp(event.get("sale_start_time")),
+        hold_ttl_seconds: event.get::<i32, _>("hold_ttl_seconds") as u32,
+        max_tickets_per_user: event.get::<i32, _>("max_tickets_per_user") as u32,
+    };
+    let epoch: i64 = event.get("owner_epoch");
+    let stored_available = event.get::<i32, _>("available_seats") as u32;
+
+    // Seats come grouped by row with their ids and numbers as arrays: one row per seat row
+    // instead of one per seat keeps a 100,000-seat event to a few hundred result rows.
+    let mut rows_by_section: BTreeMap<i64, Vec<RowSpec>> = BTreeMap::new();
+    let seat_rows = sqlx::query(
+        "SELECT section_id, row_index, min(row_label) AS row_label,
+                array_agg(id ORDER BY seat_number) AS ids,
+                array_agg(seat_number ORDER BY seat_number) AS numbers
+         FROM seats WHERE event_id = $1
+         GROUP BY section_id, row_index ORDER BY section_id, row_index",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in seat_rows {
+        let ids: Vec<i64> = row.get("ids");
+        let numbers: Vec<i32> = row.get("numbers");
+        rows_by_section
+            .entry(row.get("section_id"))
+            .or_default()
+            .push(RowSpec {
+                label: row.get("row_label"),
+                index: row.get("row_index"),
+                seats: ids.into_iter().zip(numbers).collect(),
+            });
+    }
+
+    let mut sections = Vec::new();
+    for row in sqlx::query(
+        "SELECT id, name, kind, capacity, price_cents, available, held, booked
+         FROM event_sections WHERE event_id = $1 ORDER BY id",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        let id: i64 = row.get("id");
+        sections.push(RestoredSection {
+            id,
+            name: row.get("name"),
+            kind: parse(row.get("kind"), SectionKind::parse)?,
+            capacity: row.get::<i32, _>("capacity") as u32,
+            price_cents: row.get("price_cents"),
+            rows: rows_by_section.remove(&id).unwrap_or_default(),
+            stored_counts: (
+                row.get::<i32, _>("available") as u32,
+                row.get::<i32, _>("held") as u32,
+                row.get::<i32, _>("booked") as u32,
+            ),
+        });
+    }
+
+    let mut holds = Vec::new();
+    for row in sqlx::query(
+        "SELECT id, user_id, section_id, quantity, seat_ids, status, booking_id,
+                idempotency_key, expires_at, created_at
+         FROM reservations
+         WHERE event_id = $1
+           AND (status IN ('ACTIVE', 'CONFIRMED') OR booking_id IS NOT NULL
+                OR idempotency_key IS NOT NULL)",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        holds.push(RestoredHold {
+            view: HoldView {
+                id: row.get("id"),
+                event_id,
+                user_id: row.get("user_id"),
+                section_id: row.get("section_id"),
+                quantity: row.get::<i32, _>("quantity") as u32,
+                seat_ids: row.get("seat_ids"),
+                status: parse(row.get("status"), HoldStatus::parse)?,
+                expires_at_ms: from_timestamp(row.get("expires_at")),
+                created_at_ms: from_timestamp(row.get("created_at")),
+            },
+            booking_id: row.get("booking_id"),
+            idempotency_key: row.get("idempotency_key"),
+        });
+    }
+
+    let mut bookings = Vec::new();
+    for row in sqlx::query(
+        "SELECT id, booking_reference, user_id, status, subtotal_cents, discount_cents,
+                total_cents, discount_id, idempotency_key, created_at
+         FROM bookings WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        let view = BookingView {
+            id: row.get("id"),
+            booking_reference: row.get("booking_reference"),
+            event_id,
+            user_id: row.get("user_id"),
+            status: parse(row.get("status"), BookingStatus::parse)?,
+            subtotal_cents: row.get("subtotal_cents"),
+            discount_cents: row.get("discount_cents"),
+            total_cents: row.get("total_cents"),
+            discount_id: row.get("discount_id"),
+            items: Vec::new(),
+            created_at_ms: from_timestamp(row.get("created_at")),
+        };
+        bookings.push((view, row.get("idempotency_key")));
+    }
+
+    let mut discounts = Vec::new();
+    for row in sqlx::query(
+        "SELECT id, code, percent_off, amount_off_cents, max_uses, used, valid_from, valid_until
+         FROM discounts WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        let percent: Option<i32> = row.get("percent_off");
+        let amount: Option<i64> = row.get("amount_off_cents");
+        let amount = match (percent, amount) {
+            (Some(p), None) => DiscountAmount::PercentOff(p as u8),
+            (None, Some(c)) => DiscountAmount::AmountOffCents(c),
+            _ => {
+                return Err(LoadError::Corrupt(
+                    "a discount must be a percent or an amount".into(),
+                ))
+            }
+        };
+        discounts.push(DiscountView {
+            id: row.get("id"),
+            event_id,
+            code: row.get("code"),
+            amount,
+            max_uses: row.get::<i32, _>("max_uses") as u32,
+            used: row.get::<i32, _>("used") as u32,
+            valid_from_ms: row.get::<Option<_>, _>("valid_from").map(from_timestamp),
+            valid_until_ms: row.get::<Option<_>, _>("valid_until").map(from_timestamp),
+        });
+    }
+    tx.commit().await?;
+
+    Ok((
+        Restored {
+            event_id,
+            rules,
+            stored_available,
+            sections,
+            holds,
+            bookings,
+            discounts,
+        },
+        epoch,
+    ))
+}

@@ -1,0 +1,247 @@
+//! A batch of row changes waiting to be written, and the replies waiting on it.
+//!
+//! Changes are coalesced as they arrive: a hold created and confirmed in the same batch is
+//! inserted once with its final status, a seat touched twice is written once with its last
+//! owner, and counts keep only their last value. This keeps every bulk statement free of
+//! duplicate keys (an `UPDATE … FROM UNNEST` with one id twice would apply an arbitrary one).
+
+use std::collections::HashMap;
+
+use crate::error::EngineError;
+use crate::inventory::{BookingRow, Change, DiscountRow, HoldRow, SectionRow};
+use crate::types::{
+    BookingId, DiscountId, EventStatus, HoldId, HoldStatus, SeatId, SeatStatus, SectionId,
+};
+
+/// A reply waiting for its batch to commit: called with `Ok` after COMMIT, or with the error
+/// that kept the batch from committing.
+pub type Parked = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+/// Coalesced row changes, ready to be written with one bulk statement per table.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub sections_new: Vec<SectionRow>,
+    pub discounts_new: Vec<DiscountRow>,
+    pub bookings_new: Vec<BookingRow>,
+    pub holds_new: Vec<HoldRow>,
+    /// Status changes of holds created in earlier batches: (status, booking, at).
+    pub hold_updates: HashMap<HoldId, (HoldStatus, Option<BookingId>, i64)>,
+    /// Seats by id: (status, hold, booking).
+    pub seats: HashMap<SeatId, (SeatStatus, Option<HoldId>, Option<BookingId>)>,
+    /// Section counts by id: (available, held, booked).
+    pub sections: HashMap<SectionId, (u32, u32, u32)>,
+    /// Bookings created in earlier batches and now cancelled, with when.
+    pub booking_cancels: HashMap<BookingId, i64>,
+    pub discounts_used: HashMap<DiscountId, u32>,
+    /// The event's counts: (available seats, status).
+    pub event: Option<(u32, EventStatus)>,
+    /// The event's rules: (sale start, hold TTL, max tickets per buyer).
+    pub settings: Option<(i64, u32, u32)>,
+    /// Where each new hold / booking sits in its vector, for coalescing.
+    hold_index: HashMap<HoldId, usize>,
+    booking_index: HashMap<BookingId, usize>,
+}
+
+impl Writes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.sections_new.is_empty()
+            && self.discounts_new.is_empty()
+            && self.bookings_new.is_empty()
+            && self.holds_new.is_empty()
+            && self.hold_updates.is_empty()
+            && self.seats.is_empty()
+            && self.sections.is_empty()
+            && self.booking_cancels.is_empty()
+            && self.discounts_used.is_empty()
+            && self.event.is_none()
+            && self.settings.is_none()
+    }
+
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::HoldCreated(row) => {
+                self.hold_index.insert(row.id, self.holds_new.len());
+                self.holds_new.push(row);
+            }
+            Change::HoldStatus {
+                hold_id,
+                status,
+                booking_id,
+                at_ms,
+            } => match self.hold_index.get(&hold_id) {
+                Some(&i) => {
+                    let row = &mut self.holds_new[i];
+                    row.status = status;
+                    row.booking_id = booking_id;
+                    row.updated_at_ms = at_ms;
+                }
+                None => {
+                    self.hold_updates
+                        .insert(hold_id, (status, booking_id, at_ms));
+                }
+            },
+            Change::Seat {
+                seat_id,
+                status,
+                hold_id,
+                booking_id,
+            } => {
+                self.seats.insert(seat_id, (status, hold_id, booking_id));
+            }
+            Change::SectionCounts {
+                section_id,
+                available,
+                held,
+                booked,
+            } => {
+                self.sections.insert(section_id, (available, held, booked));
+            }
+            Change::EventCounts {
+                available_seats,
+                status,
+            } => self.event = Some((available_seats, status)),
+            Change::EventSettings {
+                sale_start_ms,
+                hold_ttl_seconds,
+                max_tickets_per_user,
+            } => self.settings = Some((sale_start_ms, hold_ttl_seconds, max_tickets_per_user)),
+            Change::BookingCreated(row) => {
+                self.booking_index.insert(row.id, self.bookings_new.len());
+                self.bookings_new.push(row);
+            }
+            Change::BookingCancelled { booking_id, at_ms } => {
+                match self.booking_index.get(&booking_id) {
+                    Some(&i) => {
+                        let row = &mut self.bookings_new[i];
+                        row.status = crate::types::BookingStatus::Cancelled;
+                        row.cancelled_at_ms = Some(at_ms);
+                    }
+                    None => {
+                        self.booking_cancels.insert(booking_id, at_ms);
+                    }
+                }
+            }
+            Change::DiscountUsed { discount_id, used } => {
+                self.discounts_used.insert(discount_id, used);
+            }
+            Change::SectionCreated(row) => self.sections_new.push(row),
+            Change::DiscountCreated(row) => self.discounts_new.push(row),
+        }
+    }
+}
+
+/// Row changes and the replies that wait for them to commit.
+#[derive(Default)]
+pub struct Batch {
+    /// What to write.
+    pub writes: Writes,
+    /// Changes added (before coalescing); the batch is sealed when this reaches the limit.
+    pub changes: usize,
+    /// Replies to send once the batch has committed.
+    pub parked: Vec<Parked>,
+}
+
+impl Batch {
+    /// Adds the changes of one decision.
+    pub fn add(&mut self, changes: Vec<Change>) {
+        self.changes += changes.len();
+        for change in changes {
+            self.writes.add(change);
+        }
+    }
+
+    /// Parks a reply until this batch commits.
+    pub fn park(&mut self, reply: Parked) {
+        self.parked.push(reply);
+    }
+
+    /// Whether the batch has neither changes nor waiting replies.
+    pub fn is_empty(&self) -> bool {
+        self.changes == 0 && self.parked.is_empty()
+    }
+
+    /// Sends every parked reply the same outcome.
+    pub fn answer(self, outcome: Result<(), EngineError>) {
+        for reply in self.parked {
+            reply(outcome.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold_row(id: HoldId) -> HoldRow {
+        HoldRow {
+            id,
+            user_id: 1,
+            section_id: 1,
+            quantity: 1,
+            seat_ids: vec![],
+            status: HoldStatus::Active,
+            booking_id: None,
+            idempotency_key: None,
+            session_id: None,
+            expires_at_ms: 10,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_hold_created_and_confirmed_in_one_batch_is_inserted_once_confirmed() {
+        let mut batch = Batch::default();
+        batch.add(vec![Change::HoldCreated(hold_row(5))]);
+        batch.add(vec![
+            Change::HoldStatus {
+                hold_id: 5,
+                status: HoldStatus::Confirmed,
+                booking_id: Some(9),
+                at_ms: 3,
+            },
+            Change::HoldStatus {
+                hold_id: 4,
+                status: HoldStatus::Expired,
+                booking_id: None,
+                at_ms: 3,
+            },
+        ]);
+        assert_eq!(batch.writes.holds_new.len(), 1);
+        assert_eq!(batch.writes.holds_new[0].status, HoldStatus::Confirmed);
+        assert_eq!(batch.writes.holds_new[0].booking_id, Some(9));
+        assert_eq!(
+            batch.writes.hold_updates.len(),
+            1,
+            "only the older hold is an update"
+        );
+        assert_eq!(batch.changes, 3);
+    }
+
+    #[test]
+    fn counts_and_seats_keep_their_last_value() {
+        let mut batch = Batch::default();
+        for held in 1..=3 {
+            batch.add(vec![
+                Change::SectionCounts {
+                    section_id: 1,
+                    available: 10 - held,
+                    held,
+                    booked: 0,
+                },
+                Change::Seat {
+                    seat_id: 7,
+                    status: SeatStatus::Reserved,
+                    hold_id: Some(i64::from(held)),
+                    booking_id: None,
+                },
+            ]);
+        }
+        assert_eq!(batch.writes.sections[&1], (7, 3, 0));
+        assert_eq!(
+            batch.writes.seats[&7],
+            (SeatStatus::Reserved, Some(3), None)
+        );
+    }
+}

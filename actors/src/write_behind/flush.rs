@@ -1,0 +1,421 @@
+//! Writing one batch: one transaction, one bulk `UNNEST` statement per table touched.
+//!
+//! The transaction starts by locking the event row and checking the fencing epoch: an actor
+//! that has been superseded (its event reloaded by another incarnation) finds a newer epoch
+//! and writes nothing. Holding that row lock until COMMIT also means a reload waits for an
+//! in-flight flush to finish, so it always loads everything the old actor committed.
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::batch::Writes;
+use crate::clock::to_timestamp;
+use crate::types::{DiscountAmount, EventId};
+
+/// Why a flush did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("this actor no longer owns the event (epoch {mine}, stored {stored:?})")]
+    Fenced { mine: i64, stored: Option<i64> },
+}
+
+/// Writes a batch in one transaction. Returns only after COMMIT succeeded.
+pub async fn write(
+    pool: &PgPool,
+    event_id: EventId,
+    epoch: i64,
+    w: &Writes,
+) -> Result<(), FlushError> {
+    let mut tx = pool.begin().await?;
+    let stored: Option<i64> =
+        sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1 FOR UPDATE")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if stored != Some(epoch) {
+        return Err(FlushError::Fenced {
+            mine: epoch,
+            stored,
+        });
+    }
+    // Parents before children: sections before seats, bookings before the holds and seats
+    // that point at them, inserts before the updates that may touch the same rows.
+    insert_sections(&mut tx, event_id, w).await?;
+    insert_discounts(&mut tx, event_id, w).await?;
+    insert_bookings(&mut tx, event_id, w).await?;
+    insert_holds(&mut tx, event_id, w).await?;
+    update_holds(&mut tx, w).await?;
+    update_seats(&mut tx, w).await?;
+    update_sections(&mut tx, w).await?;
+    cancel_bookings(&mut tx, w).await?;
+    update_discounts(&mut tx, w).await?;
+    update_event(&mut tx, event_id, w).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+async fn insert_sections(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+    w: &Writes,
+) -> Result<(), sqlx::Error> {
+    if w.sections_new.is_empty() {
+        return Ok(());
+    }
+    let s = &w.sections_new;
+    sqlx::query(
+        "INSERT INTO event_sections (id, event_id, name, kind, capacity, price_cents, available)
+         SELECT u.id, $1, u.name, u.kind, u.capacity, u.price, u.capacity
+         FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+              AS u(id, name, kind, capacity, price)",
+    )
+    .bind(event_id)
+    .bind(s.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.capacity as i32).collect::<Vec<_>>())
+    .bind(s.iter().map(|r| r.price_cents).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    let seats: Vec<_> = s
+        .iter()
+        .flat_map(|r| r.seats.iter().map(move |seat| (r.id, seat)))
+        .collect();
+    // Large seated sections are written in chunks to keep each statement's parameters bounded.
+    for chunk in seats.chunks(50_000) {
+        sqlx::query(
+            "INSERT INTO seats (id, event_id, section_id, row_label, row_index, seat_number)
+             SELECT u.id, $1, u.section_id, u.row_label, u.row_index, u.seat_number
+             FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::int[])
+                  AS u(id, section_id, row_label, row_index, seat_number)",
+        )
+        .bind(event_id)
+        .bind(chunk.iter().map(|(_, s)| s.id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|(section, _)| *section)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            chunk
+                .iter()
+                .map(|(_, s)| s.row_label.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|(_, s)| s.row_index).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, s)| s.seat_number).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_discounts(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+    w: &Writes,
+) -> Result<(), sqlx::Error> {
+    if w.discounts_new.is_empty() {
+        return Ok(());
+    }
+    let d = &w.discounts_new;
+    let percent = |a: DiscountAmount| match a {
+        DiscountAmount::PercentOff(p) => Some(i32::from(p)),
+        DiscountAmount::AmountOffCents(_) => None,
+    };
+    let amount = |a: DiscountAmount| match a {
+        DiscountAmount::AmountOffCents(c) => Some(c),
+        DiscountAmount::PercentOff(_) => None,
+    };
+    sqlx::query(
+        "INSERT INTO discounts (id, event_id, code, percent_off, amount_off_cents, max_uses,
+                                valid_from, valid_until)
+         SELECT u.id, $1, u.code, u.percent_off, u.amount_off, u.max_uses, u.valid_from, u.valid_until
+         FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::int[],
+                     $7::timestamptz[], $8::timestamptz[])
+              AS u(id, code, percent_off, amount_off, max_uses, valid_from, valid_until)",
+    )
+    .bind(event_id)
+    .bind(d.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.code.clone()).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| percent(r.amount)).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| amount(r.amount)).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.max_uses as i32).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.valid_from_ms.map(to_timestamp)).collect::<Vec<_>>())
+    .bind(d.iter().map(|r| r.valid_until_ms.map(to_timestamp)).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_bookings(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+    w: &Writes,
+) -> Result<(), sqlx::Error> {
+    if w.bookings_new.is_empty() {
+        return Ok(());
+    }
+    let b = &w.bookings_new;
+    sqlx::query(
+        "INSERT INTO bookings (id, booking_reference, user_id, event_id, status, subtotal_cents,
+                               discount_cents, total_cents, discount_id, idempotency_key,
+                               created_at, cancelled_at)
+         SELECT u.id, u.reference, u.user_id, $1, u.status, u.subtotal, u.discount, u.total,
+                u.discount_id, u.key, u.created_at, u.cancelled_at
+         FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
+                     $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
+                     $11::timestamptz[], $12::timestamptz[])
+              AS u(id, reference, user_id, status, subtotal, discount, total, discount_id, key,
+                   created_at, cancelled_at)",
+    )
+    .bind(event_id)
+    .bind(b.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.reference.clone()).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.subtotal_cents).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.discount_cents).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.total_cents).collect::<Vec<_>>())
+    .bind(b.iter().map(|r| r.discount_id).collect::<Vec<_>>())
+    .bind(
+        b.iter()
+            .map(|r| r.idempotency_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        b.iter()
+            .map(|r| to_timestamp(r.created_at_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        b.iter()
+            .map(|r| r.cancelled_at_ms.map(to_timestamp))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// PostgreSQL array literal for a list of ids. Holds name different numbers of seats, and
+/// `UNNEST` cannot take a ragged two-dimensional array, so each hold's seats travel as one
+/// text element cast back to `bigint[]` on the server.
+fn array_literal(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(2 + ids.len() * 8);
+    out.push('{');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push('}');
+    out
+}
+
+async fn insert_holds(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.holds_new.is_empty() {
+        return Ok(());
+    }
+    let h = &w.holds_new;
+    sqlx::query(
+        "INSERT INTO reservations (id, user_id, event_id, section_id, quantity, seat_ids,
+                                   session_id, status, booking_id, idempotency_key, expires_at,
+                                   created_at, updated_at)
+         SELECT u.id, u.user_id, $1, u.section_id, u.quantity, u.seat_ids::bigint[],
+                u.session_id, u.status, u.booking_id, u.key, u.expires_at, u.created_at,
+                u.updated_at
+         FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
+                     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[])
+              AS u(id, user_id, section_id, quantity, seat_ids, session_id, status,
+                   booking_id, key, expires_at, created_at, updated_at)",
+    )
+    .bind(event_id)
+    .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(h.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(h.iter().map(|r| r.section_id).collect::<Vec<_>>())
+    .bind(h.iter().map(|r| r.quantity as i32).collect::<Vec<_>>())
+    .bind(
+        h.iter()
+            .map(|r| array_literal(&r.seat_ids))
+            .collect::<Vec<_>>(),
+    )
+    .bind(h.iter().map(|r| r.session_id.clone()).collect::<Vec<_>>())
+    .bind(h.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(h.iter().map(|r| r.booking_id).collect::<Vec<_>>())
+    .bind(
+        h.iter()
+            .map(|r| r.idempotency_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        h.iter()
+            .map(|r| to_timestamp(r.expires_at_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        h.iter()
+            .map(|r| to_timestamp(r.created_at_ms))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        h.iter()
+            .map(|r| to_timestamp(r.updated_at_ms))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_holds(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.hold_updates.is_empty() {
+        return Ok(());
+    }
+    let (ids, rest): (Vec<_>, Vec<_>) = w.hold_updates.iter().map(|(k, v)| (*k, *v)).unzip();
+    sqlx::query(
+        "UPDATE reservations r
+         SET status = u.status, booking_id = u.booking_id, updated_at = u.at
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[])
+              AS u(id, status, booking_id, at)
+         WHERE r.id = u.id",
+    )
+    .bind(ids)
+    .bind(rest.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| to_timestamp(r.2)).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_seats(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.seats.is_empty() {
+        return Ok(());
+    }
+    let (ids, rest): (Vec<_>, Vec<_>) = w.seats.iter().map(|(k, v)| (*k, *v)).unzip();
+    sqlx::query(
+        "UPDATE seats s
+         SET status = u.status, reservation_id = u.hold_id, booking_id = u.booking_id
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+              AS u(id, status, hold_id, booking_id)
+         WHERE s.id = u.id",
+    )
+    .bind(ids)
+    .bind(rest.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| r.2).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_sections(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.sections.is_empty() {
+        return Ok(());
+    }
+    let (ids, rest): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
+    sqlx::query(
+        "UPDATE event_sections s
+         SET available = u.available, held = u.held, booked = u.booked
+         FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::int[])
+              AS u(id, available, held, booked)
+         WHERE s.id = u.id",
+    )
+    .bind(ids)
+    .bind(rest.iter().map(|r| r.0 as i32).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| r.1 as i32).collect::<Vec<_>>())
+    .bind(rest.iter().map(|r| r.2 as i32).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn cancel_bookings(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.booking_cancels.is_empty() {
+        return Ok(());
+    }
+    let (ids, ats): (Vec<_>, Vec<_>) = w
+        .booking_cancels
+        .iter()
+        .map(|(k, v)| (*k, to_timestamp(*v)))
+        .unzip();
+    sqlx::query(
+        "UPDATE bookings b SET status = 'CANCELLED', cancelled_at = u.at
+         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(id, at)
+         WHERE b.id = u.id",
+    )
+    .bind(ids)
+    .bind(ats)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_discounts(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.discounts_used.is_empty() {
+        return Ok(());
+    }
+    let (ids, used): (Vec<_>, Vec<_>) = w
+        .discounts_used
+        .iter()
+        .map(|(k, v)| (*k, *v as i32))
+        .unzip();
+    sqlx::query(
+        "UPDATE discounts d SET used = u.used
+         FROM UNNEST($1::bigint[], $2::int[]) AS u(id, used)
+         WHERE d.id = u.id",
+    )
+    .bind(ids)
+    .bind(used)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_event(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<(), sqlx::Error> {
+    if w.event.is_none() && w.settings.is_none() {
+        return Ok(());
+    }
+    let (available, status) = w
+        .event
+        .map_or((None, None), |(a, s)| (Some(a as i32), Some(s.as_str())));
+    let (start, ttl, max) = w.settings.map_or((None, None, None), |(s, t, m)| {
+        (Some(to_timestamp(s)), Some(t as i32), Some(m as i32))
+    });
+    sqlx::query(
+        "UPDATE events SET
+             available_seats = COALESCE($2, available_seats),
+             status = COALESCE($3, status),
+             sale_start_time = COALESCE($4, sale_start_time),
+             hold_ttl_seconds = COALESCE($5, hold_ttl_seconds),
+             max_tickets_per_user = COALESCE($6, max_tickets_per_user),
+             version = version + 1,
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(event_id)
+    .bind(available)
+    .bind(status)
+    .bind(start)
+    .bind(ttl)
+    .bind(max)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seat_lists_become_array_literals() {
+        assert_eq!(super::array_literal(&[]), "{}");
+        assert_eq!(super::array_literal(&[3, 14, 15]), "{3,14,15}");
+    }
+}

@@ -1,0 +1,84 @@
+//! The command line: `serve` (the default), `migrate`, `user add`.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::startup::{shutdown_signal, Application};
+use crate::{db, users};
+
+/// boxoffice: a reservation engine for ticket on-sales.
+///
+/// Configuration comes from environment variables (see README.md).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed, migrate it and serve the HTTP API (the default).
+    Serve,
+    /// Create the database if needed and migrate it, then exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, or reset the password and role of an existing one.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "CUSTOMER", value_parser = ["CUSTOMER", "ORGANIZER", "ADMIN"])]
+        role: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            if settings.jwt_secret_generated {
+                tracing::warn!(
+                    "JWT_SECRET is not set: using a random secret, so every token dies with this \
+                     process and no two instances accept each other's tokens. Set JWT_SECRET in production."
+                );
+            }
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            db::prepare(&settings).await?;
+            tracing::info!(database = %settings.database_url_redacted(), "migrated");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    email,
+                    password,
+                    role,
+                    first_name,
+                    last_name,
+                },
+        } => {
+            let pool = db::prepare(&settings).await?;
+            let id =
+                users::upsert(&pool, &email, &password, &role, &first_name, &last_name).await?;
+            println!("user {id} <{email}> is {role}");
+            Ok(())
+        }
+    }
+}

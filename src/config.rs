@@ -1,0 +1,186 @@
+//! Typed configuration, read from environment variables with defaults that work on a
+//! developer machine. Every variable is documented in README.md.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use boxoffice_engine::EngineConfig;
+
+/// A secret string: usable by the code that needs it, never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself. Call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// PostgreSQL URL. The database is created if it does not exist.
+    pub database_url: Secret,
+    /// Redis URL; when unset an in-process cache is used.
+    pub redis_url: Option<Secret>,
+    /// Where the HTTP server listens. Port 0 picks a free port (tests do this).
+    pub bind_addr: SocketAddr,
+    /// Key for signing access tokens (HS256).
+    pub jwt_secret: Secret,
+    /// True when `jwt_secret` was generated because `JWT_SECRET` was unset.
+    pub jwt_secret_generated: bool,
+    /// Access token lifetime.
+    pub jwt_ttl_seconds: u64,
+    /// Connection pool bounds.
+    pub db_max_connections: u32,
+    pub db_min_connections: u32,
+    /// How long a request may wait for a pooled connection.
+    pub db_acquire_timeout_ms: u64,
+    /// Statements slower than this are logged.
+    pub slow_statement_ms: u64,
+    /// Requests slower than this are logged.
+    pub slow_request_ms: u64,
+    /// Hold lifetime for events that do not set their own.
+    pub default_hold_ttl_seconds: u32,
+    /// Longest a request may run before it is answered 503.
+    pub request_timeout_ms: u64,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// `json` for machine-readable logs, anything else for human-readable ones.
+    pub log_format: String,
+    /// The engine's limits and timings.
+    pub engine: EngineConfig,
+}
+
+/// A variable that was set but could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} is not valid: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            name,
+            reason: e.to_string(),
+            value,
+        }),
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/boxoffice";
+
+impl Settings {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let defaults = EngineConfig::default();
+        let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
+            Some(s) => (Secret::new(s), false),
+            None => (Secret::new(random_secret()), true),
+        };
+        Ok(Settings {
+            database_url: Secret::new(
+                var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            ),
+            redis_url: var("REDIS_URL").map(Secret::new),
+            bind_addr: parsed("BIND_ADDR", SocketAddr::from(([0, 0, 0, 0], 3000)))?,
+            jwt_secret,
+            jwt_secret_generated,
+            jwt_ttl_seconds: parsed("JWT_TTL_SECONDS", 3600)?,
+            db_max_connections: parsed("DB_MAX_CONNECTIONS", 20)?,
+            db_min_connections: parsed("DB_MIN_CONNECTIONS", 2)?,
+            db_acquire_timeout_ms: parsed("DB_ACQUIRE_TIMEOUT_MS", 5000)?,
+            slow_statement_ms: parsed("SLOW_STATEMENT_MS", 100)?,
+            slow_request_ms: parsed("SLOW_REQUEST_MS", 1000)?,
+            default_hold_ttl_seconds: parsed("HOLD_TTL_SECONDS", 600)?,
+            request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 15_000)?,
+            max_body_bytes: parsed("MAX_BODY_BYTES", 64 * 1024)?,
+            log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
+            engine: EngineConfig {
+                max_in_flight_total: parsed("ENGINE_MAX_IN_FLIGHT", defaults.max_in_flight_total)?,
+                max_in_flight_per_event: parsed(
+                    "ENGINE_MAX_IN_FLIGHT_PER_EVENT",
+                    defaults.max_in_flight_per_event,
+                )?,
+                max_batch_changes: parsed("ENGINE_MAX_BATCH_CHANGES", defaults.max_batch_changes)?,
+                flush_timeout_ms: parsed("ENGINE_FLUSH_TIMEOUT_MS", defaults.flush_timeout_ms)?,
+                call_timeout_ms: parsed("ENGINE_CALL_TIMEOUT_MS", defaults.call_timeout_ms)?,
+                idle_timeout_seconds: parsed(
+                    "ENGINE_IDLE_TIMEOUT_SECONDS",
+                    defaults.idle_timeout_seconds,
+                )?,
+                ..defaults
+            },
+        })
+    }
+
+    /// The database URL with any password replaced, safe to print.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(self.database_url.expose())
+    }
+}
+
+/// `scheme://user:password@host/db` → `scheme://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// 256 random bits, hex-encoded.
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/boxoffice"),
+            "postgres://app:***@db:5432/boxoffice"
+        );
+        assert_eq!(redact_url(DEFAULT_DATABASE_URL), DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+}

@@ -1,0 +1,128 @@
+//! One error type for every handler. It renders `{"error": {"code", "message"}}` with a
+//! stable code and the right status; internal causes are logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use boxoffice_engine::{EngineError, Refusal};
+use serde_json::json;
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A client error with a stable code.
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// Shed load or a dependency down: 503 with `Retry-After`.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// A bug or an unexpected failure: logged in full, answered with a generic 500.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %e, "database unavailable");
+                ApiError::Unavailable {
+                    code: "DATABASE_UNAVAILABLE",
+                    message: "the database is unavailable; retry shortly".into(),
+                }
+            }
+            _ => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Refused(r) => r.into(),
+            EngineError::EventNotFound => ApiError::not_found("event"),
+            EngineError::Overloaded => ApiError::Unavailable {
+                code: "OVERLOADED",
+                message: e.to_string(),
+            },
+            EngineError::ShuttingDown => ApiError::Unavailable {
+                code: "SHUTTING_DOWN",
+                message: e.to_string(),
+            },
+            EngineError::Unavailable(message) => ApiError::Unavailable {
+                code: "UNAVAILABLE",
+                message,
+            },
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let status = match r {
+            Refusal::SectionNotFound
+            | Refusal::SeatNotFound
+            | Refusal::HoldNotFound
+            | Refusal::BookingNotFound
+            | Refusal::DiscountNotFound => StatusCode::NOT_FOUND,
+            Refusal::Invalid(_) | Refusal::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, r.code(), r.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+            } => (status, code, message),
+            ApiError::Unavailable { code, message } => {
+                let body = json!({"error": {"code": code, "message": message}});
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "something went wrong on our side".to_string(),
+                )
+            }
+        };
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,60 @@
+//! Liveness, readiness and the metrics scrape.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::startup::AppState;
+
+/// The process is up and serving HTTP.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({"data": {"status": "ok"}}))
+}
+
+/// Ready for traffic: PostgreSQL answers, and Redis too when configured. A missing Redis
+/// degrades caching but not correctness, so it is reported without failing readiness.
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let timeout = Duration::from_secs(2);
+    let database = matches!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await,
+        Ok(Ok(_))
+    );
+    let redis = match &state.redis {
+        None => "not configured",
+        Some(client) => {
+            let ping = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            match tokio::time::timeout(timeout, ping).await {
+                Ok(Ok(_)) => "ok",
+                _ => "degraded",
+            }
+        }
+    };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"data": {
+        "status": if database { "ready" } else { "not ready" },
+        "database": if database { "ok" } else { "down" },
+        "redis": redis,
+    }});
+    (status, Json(body))
+}
+
+/// The Prometheus scrape. Pool gauges are sampled at scrape time.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let size = state.pool.size() as f64;
+    let idle = state.pool.num_idle() as f64;
+    metrics::gauge!("boxoffice_db_pool_connections", "state" => "idle").set(idle);
+    metrics::gauge!("boxoffice_db_pool_connections", "state" => "in_use").set(size - idle);
+    let body = crate::telemetry::metrics_handle().render();
+    ([("content-type", "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,154 @@
+//! Building and running the application: the piece `main` and the tests share.
+//!
+//! `Application::build` binds the listener (port 0 picks a free one, which tests use) and
+//! returns before serving, so the caller learns the port first. `run_until_stopped` serves
+//! until the shutdown future completes, then drains: stop accepting, finish in-flight
+//! requests, flush every event's write-behind, close the pool.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use boxoffice_engine::Engine;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::{db, health, telemetry};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool (reads and the engine's writes).
+    pub pool: PgPool,
+    /// The reservation engine.
+    pub engine: Engine,
+    /// Redis, when configured.
+    pub redis: Option<redis::Client>,
+    /// The settings the server runs with.
+    pub settings: std::sync::Arc<Settings>,
+}
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Prepares the database (create, migrate), starts the engine and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Install the recorder before anything records: metrics recorded earlier are lost.
+        telemetry::metrics_handle();
+        let pool = db::prepare(&settings).await?;
+        let engine = Engine::start(pool.clone(), settings.engine.clone()).await?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                redis::Client::open(url.expose())
+                    .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?,
+            ),
+            None => None,
+        };
+        telemetry::set_slow_request_threshold(Duration::from_millis(settings.slow_request_ms));
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
+        let state = AppState {
+            pool,
+            engine,
+            redis,
+            settings: std::sync::Arc::new(settings),
+        };
+        Ok(Application {
+            router: router(state.clone()),
+            listener,
+            state,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The engine, for tests that drive it directly.
+    pub fn engine(&self) -> Engine {
+        self.state.engine.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "boxoffice is serving");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tracing::info!("stopped accepting; flushing the engine");
+        state.engine.shutdown().await;
+        state.pool.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Every route, with the layers every route shares.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(settings.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the HTTP API: the real server on port 0, a fresh PostgreSQL database
+//! per test, real Redis where configured. One binary with modules, so it links once.
+
+mod health;
+mod helpers;
