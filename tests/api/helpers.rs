@@ -49,7 +49,9 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
     boxoffice::telemetry::init_logging("pretty");
-    let app = Application::build(settings).await.expect("application builds");
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let engine = app.engine();
     let (tx, rx) = oneshot::channel::<()>();

@@ -1,0 +1,187 @@
+//! Crashes and database failures: whatever happens, no acknowledged hold is lost and no
+//! false "yes" is given.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use boxoffice_engine::types::{HoldKind, HoldRequest};
+use boxoffice_engine::{EngineConfig, EngineError, Refusal};
+
+use crate::support::{assert_invariants, fixture, hold_ids_with_status, section_counts};
+
+/// Holds of one ticket each from every buyer, all at once; returns the acknowledged hold ids
+/// and how many requests failed with a retryable error.
+async fn burst(
+    f: &crate::support::Fixture,
+    section_id: i64,
+    on_ack: Arc<AtomicUsize>,
+) -> (Vec<i64>, usize) {
+    let tasks: Vec<_> = f
+        .buyers
+        .iter()
+        .map(|&user_id| {
+            let engine = f.engine.clone();
+            let event = f.event_id;
+            let acks = on_ack.clone();
+            tokio::spawn(async move {
+                let kind = HoldKind::General {
+                    section_id,
+                    quantity: 1,
+                };
+                let answer = engine
+                    .hold(
+                        event,
+                        HoldRequest {
+                            user_id,
+                            kind,
+                            idempotency_key: None,
+                            session_id: None,
+                        },
+                    )
+                    .await;
+                if answer.is_ok() {
+                    acks.fetch_add(1, Ordering::SeqCst);
+                }
+                answer
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(o) => acked.push(o.hold.id),
+            Err(e) if e.is_retryable() => failed += 1,
+            Err(EngineError::Refused(Refusal::SoldOut)) => {}
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    (acked, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_killed_mid_burst_is_rebuilt_with_every_acknowledged_hold() {
+    let f = fixture(3000, 4, 600, EngineConfig::default()).await;
+    let floor = f.general("Floor", 2000).await;
+    f.open_sale().await;
+
+    let acks = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let engine = f.engine.clone();
+        let acks = acks.clone();
+        let event = f.event_id;
+        tokio::spawn(async move {
+            // Kill once a few hundred holds are acknowledged: mid-burst, with batches in flight.
+            while acks.load(Ordering::SeqCst) < 300 {
+                tokio::task::yield_now().await;
+            }
+            assert!(engine.kill_actor(event), "the actor was alive");
+        })
+    };
+    let (acked, _failed) = burst(&f, floor, acks).await;
+    killer.await.unwrap();
+
+    // The rebuilt actor (started by the supervisor or by the next request) agrees with
+    // PostgreSQL, and PostgreSQL has every acknowledged hold.
+    f.engine.sync(f.event_id).await.unwrap();
+    let stored: HashSet<i64> = hold_ids_with_status(f.pool(), f.event_id, "ACTIVE")
+        .await
+        .into_iter()
+        .collect();
+    for id in &acked {
+        assert!(
+            stored.contains(id),
+            "acknowledged hold {id} is missing from PostgreSQL"
+        );
+    }
+    let snapshot = f.engine.snapshot(f.event_id).await.unwrap();
+    let counts = section_counts(f.pool(), f.event_id).await;
+    let section = snapshot.section(floor).unwrap();
+    assert_eq!(
+        (
+            section.capacity as i32,
+            section.available as i32,
+            section.held as i32,
+            section.booked as i32
+        ),
+        counts[&floor],
+        "the rebuilt inventory equals what PostgreSQL holds"
+    );
+    assert_eq!(section.held as usize, stored.len());
+    assert_invariants(f.pool(), f.event_id).await;
+
+    // And it keeps selling where the old one stopped.
+    let remaining = section.available;
+    let (more, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    assert_eq!(
+        more.len() as u32,
+        remaining,
+        "the rest sells, and not one ticket more"
+    );
+    assert_invariants(f.pool(), f.event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_cannot_commit_fails_its_requests_and_loses_no_acknowledged_hold() {
+    let config = EngineConfig {
+        flush_timeout_ms: 300,
+        ..EngineConfig::default()
+    };
+    let f = fixture(1500, 4, 600, config).await;
+    let floor = f.general("Floor", 5000).await;
+    f.open_sale().await;
+
+    // Warm up: the actor is live and some holds are durable.
+    let (first, failed) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    assert_eq!((first.len(), failed), (1500, 0));
+
+    // Another session locks the event row for longer than the flush timeout: every flush
+    // in that window times out and must answer its requests with an error.
+    let mut blocker = f.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(f.event_id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        blocker.rollback().await.unwrap();
+    });
+    let (second, failed) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    release.await.unwrap();
+    assert!(
+        failed > 0,
+        "requests caught by the failed flush got errors, not a yes"
+    );
+
+    // Also cut every connection of the pool mid-burst: whatever fails, fails loudly.
+    let terminator = {
+        let pool = f.pool().clone();
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                let _ = sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .execute(&pool)
+                .await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (third, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    terminator.await.unwrap();
+
+    f.engine.sync(f.event_id).await.unwrap();
+    let stored: HashSet<i64> = hold_ids_with_status(f.pool(), f.event_id, "ACTIVE")
+        .await
+        .into_iter()
+        .collect();
+    for id in first.iter().chain(&second).chain(&third) {
+        assert!(stored.contains(id), "acknowledged hold {id} is missing");
+    }
+    let snapshot = f.engine.snapshot(f.event_id).await.unwrap();
+    assert_eq!(snapshot.section(floor).unwrap().held as usize, stored.len());
+    assert_invariants(f.pool(), f.event_id).await;
+}
