@@ -10,7 +10,7 @@ use boxoffice_engine::types::{
     ConfirmRequest, DiscountAmount, EventStatus, HoldKind, HoldRequest, NewDiscount, NewSection,
     Requester, SectionSpec,
 };
-use boxoffice_engine::{Refusal, EngineError};
+use boxoffice_engine::{EngineError, Refusal};
 use proptest::prelude::*;
 
 const T0: i64 = 1_900_000_000_000;
@@ -28,13 +28,35 @@ const DISCOUNT_USES: u32 = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
-    HoldGeneral { user: i64, quantity: u32 },
-    HoldSeats { user: i64, seats: Vec<usize> },
-    HoldBest { user: i64, quantity: u32, split: bool },
-    Release { user: i64, pick: usize },
-    Confirm { user: i64, picks: Vec<usize>, discount: bool },
-    Cancel { user: i64, pick: usize },
-    Advance { seconds: i64 },
+    HoldGeneral {
+        user: i64,
+        quantity: u32,
+    },
+    HoldSeats {
+        user: i64,
+        seats: Vec<usize>,
+    },
+    HoldBest {
+        user: i64,
+        quantity: u32,
+        split: bool,
+    },
+    Release {
+        user: i64,
+        pick: usize,
+    },
+    Confirm {
+        user: i64,
+        picks: Vec<usize>,
+        discount: bool,
+    },
+    Cancel {
+        user: i64,
+        pick: usize,
+    },
+    Advance {
+        seconds: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -90,7 +112,12 @@ struct Model {
 
 impl Model {
     fn tickets(&self, user: i64) -> u32 {
-        let held: u32 = self.holds.values().filter(|h| h.user == user).map(|h| h.quantity).sum();
+        let held: u32 = self
+            .holds
+            .values()
+            .filter(|h| h.user == user)
+            .map(|h| h.quantity)
+            .sum();
         let booked: u32 = self
             .bookings
             .values()
@@ -142,7 +169,12 @@ impl Model {
     }
 
     fn expire(&mut self) -> usize {
-        let due: Vec<i64> = self.holds.iter().filter(|(_, h)| h.expires_ms <= self.now_ms).map(|(id, _)| *id).collect();
+        let due: Vec<i64> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.expires_ms <= self.now_ms)
+            .map(|(id, _)| *id)
+            .collect();
         for id in &due {
             self.end_hold(*id);
         }
@@ -168,7 +200,16 @@ impl Model {
             self.seats[s] = Owner::Held(id);
         }
         let expires_ms = self.now_ms + TTL_MS;
-        self.holds.insert(id, MHold { user, section, quantity, seats, expires_ms });
+        self.holds.insert(
+            id,
+            MHold {
+                user,
+                section,
+                quantity,
+                seats,
+                expires_ms,
+            },
+        );
     }
 }
 
@@ -182,12 +223,29 @@ fn new_inventory() -> Inventory {
             max_tickets_per_user: MAX_PER_USER,
         },
     );
-    let general = NewSection { name: "Floor".into(), spec: SectionSpec::General { capacity: GENERAL_CAPACITY }, price_cents: 5000 };
+    let general = NewSection {
+        name: "Floor".into(),
+        spec: SectionSpec::General {
+            capacity: GENERAL_CAPACITY,
+        },
+        price_cents: 5000,
+    };
     inv.add_section(GENERAL, general, &[]).unwrap();
     let seat_ids: Vec<i64> = (0..SEATS as i64).map(|i| FIRST_SEAT + i).collect();
-    let spec = SectionSpec::Reserved { rows: ROWS as u32, seats_per_row: PER_ROW as u32 };
-    inv.add_section(RESERVED, NewSection { name: "Stalls".into(), spec, price_cents: 8000 }, &seat_ids)
-        .unwrap();
+    let spec = SectionSpec::Reserved {
+        rows: ROWS as u32,
+        seats_per_row: PER_ROW as u32,
+    };
+    inv.add_section(
+        RESERVED,
+        NewSection {
+            name: "Stalls".into(),
+            spec,
+            price_cents: 8000,
+        },
+        &seat_ids,
+    )
+    .unwrap();
     let discount = NewDiscount {
         code: "half".into(),
         amount: DiscountAmount::PercentOff(50),
@@ -219,14 +277,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         bookings: BTreeMap::new(),
         discount_used: 0,
     };
-    let mut next_id = 100;
-
-    for op in ops {
+    for (id, op) in (101i64..).zip(ops) {
         // As the actor does before every message.
         let (expired, _) = inv.expire_due(model.now_ms);
         prop_assert_eq!(expired, model.expire());
-        next_id += 1;
-        let id = next_id;
         match op {
             Op::HoldGeneral { user, quantity } => {
                 let expected = if model.sold_out() {
@@ -240,8 +294,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     Ok(())
                 };
-                let kind = HoldKind::General { section_id: GENERAL, quantity };
-                let got = inv.place_hold(HoldRequest { user_id: user, kind, idempotency_key: None, session_id: None }, id, model.now_ms);
+                let kind = HoldKind::General {
+                    section_id: GENERAL,
+                    quantity,
+                };
+                let got = inv.place_hold(
+                    HoldRequest {
+                        user_id: user,
+                        kind,
+                        idempotency_key: None,
+                        session_id: None,
+                    },
+                    id,
+                    model.now_ms,
+                );
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     model.add_hold(id, user, GENERAL, quantity, vec![]);
@@ -260,13 +326,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let seat_ids = seats.iter().map(|&s| FIRST_SEAT + s as i64).collect();
                 let kind = HoldKind::Seats { seat_ids };
-                let got = inv.place_hold(HoldRequest { user_id: user, kind, idempotency_key: None, session_id: None }, id, model.now_ms);
+                let got = inv.place_hold(
+                    HoldRequest {
+                        user_id: user,
+                        kind,
+                        idempotency_key: None,
+                        session_id: None,
+                    },
+                    id,
+                    model.now_ms,
+                );
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     model.add_hold(id, user, RESERVED, n, seats);
                 }
             }
-            Op::HoldBest { user, quantity, split } => {
+            Op::HoldBest {
+                user,
+                quantity,
+                split,
+            } => {
                 let q = quantity as usize;
                 let adjacent = if q > 0 { model.best_adjacent(q) } else { None };
                 let expected = if model.sold_out() {
@@ -282,16 +361,42 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     Ok(())
                 };
-                let kind = HoldKind::BestAvailable { section_id: RESERVED, quantity, allow_split: split };
-                let got = inv.place_hold(HoldRequest { user_id: user, kind, idempotency_key: None, session_id: None }, id, model.now_ms);
+                let kind = HoldKind::BestAvailable {
+                    section_id: RESERVED,
+                    quantity,
+                    allow_split: split,
+                };
+                let got = inv.place_hold(
+                    HoldRequest {
+                        user_id: user,
+                        kind,
+                        idempotency_key: None,
+                        session_id: None,
+                    },
+                    id,
+                    model.now_ms,
+                );
                 prop_assert_eq!(code(&got), expected);
                 if let Ok((outcome, _)) = got {
-                    let mut chosen: Vec<usize> = outcome.hold.seat_ids.iter().map(|&s| seat_index(s)).collect();
+                    let mut chosen: Vec<usize> = outcome
+                        .hold
+                        .seat_ids
+                        .iter()
+                        .map(|&s| seat_index(s))
+                        .collect();
                     chosen.sort_unstable();
                     prop_assert_eq!(chosen.len(), q);
-                    prop_assert!(chosen.iter().all(|&s| model.seats[s] == Owner::Free), "chose a taken seat");
+                    prop_assert!(
+                        chosen.iter().all(|&s| model.seats[s] == Owner::Free),
+                        "chose a taken seat"
+                    );
                     if let Some(best_starts) = adjacent {
-                        prop_assert!(best_starts.contains(&chosen[0]), "not the best window: {:?} vs {:?}", chosen, best_starts);
+                        prop_assert!(
+                            best_starts.contains(&chosen[0]),
+                            "not the best window: {:?} vs {:?}",
+                            chosen,
+                            best_starts
+                        );
                         prop_assert!(chosen.windows(2).all(|w| w[1] == w[0] + 1), "not adjacent");
                     }
                     model.add_hold(id, user, RESERVED, quantity, chosen);
@@ -303,15 +408,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(h) if h.user == user => Ok(()),
                     _ => Err("RESERVATION_NOT_FOUND"),
                 };
-                let got = inv.release_hold(Requester::buyer(user), target.unwrap_or(1), model.now_ms);
+                let got =
+                    inv.release_hold(Requester::buyer(user), target.unwrap_or(1), model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     model.end_hold(target.unwrap());
                 }
             }
-            Op::Confirm { user, picks, discount } => {
+            Op::Confirm {
+                user,
+                picks,
+                discount,
+            } => {
                 // Mostly the buyer's own holds; sometimes someone else's.
-                let mut ids: Vec<i64> = picks.iter().filter_map(|&p| pick_hold(&model, p)).collect();
+                let mut ids: Vec<i64> =
+                    picks.iter().filter_map(|&p| pick_hold(&model, p)).collect();
                 ids.sort_unstable();
                 ids.dedup();
                 let expected = if ids.is_empty() {
@@ -332,13 +443,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let got = inv.confirm(request, id, format!("R{id}"), model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if let Ok((outcome, _)) = got {
-                    let holds: Vec<MHold> = ids.iter().map(|h| model.holds.remove(h).unwrap()).collect();
+                    let holds: Vec<MHold> =
+                        ids.iter().map(|h| model.holds.remove(h).unwrap()).collect();
                     let subtotal: i64 = holds
                         .iter()
-                        .map(|h| i64::from(h.quantity) * if h.section == GENERAL { 5000 } else { 8000 })
+                        .map(|h| {
+                            i64::from(h.quantity) * if h.section == GENERAL { 5000 } else { 8000 }
+                        })
                         .sum();
                     prop_assert_eq!(outcome.booking.subtotal_cents, subtotal);
-                    prop_assert_eq!(outcome.booking.total_cents, if discount { subtotal - subtotal / 2 } else { subtotal });
+                    prop_assert_eq!(
+                        outcome.booking.total_cents,
+                        if discount {
+                            subtotal - subtotal / 2
+                        } else {
+                            subtotal
+                        }
+                    );
                     for h in &holds {
                         if h.section == GENERAL {
                             model.general_held -= h.quantity;
@@ -349,7 +470,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                     model.discount_used += u32::from(discount);
-                    model.bookings.insert(id, MBooking { user, holds, cancelled: false, discounted: discount });
+                    model.bookings.insert(
+                        id,
+                        MBooking {
+                            user,
+                            holds,
+                            cancelled: false,
+                            discounted: discount,
+                        },
+                    );
                 }
             }
             Op::Cancel { user, pick } => {
@@ -361,7 +490,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(_) => Ok(()),
                     None => Err("BOOKING_NOT_FOUND"),
                 };
-                let got = inv.cancel_booking(Requester::buyer(user), target.unwrap_or(1), model.now_ms);
+                let got =
+                    inv.cancel_booking(Requester::buyer(user), target.unwrap_or(1), model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     let b = model.bookings.get_mut(&target.unwrap()).unwrap();
@@ -385,9 +515,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         inv.check_invariants().map_err(TestCaseError::fail)?;
         let snapshot = inv.snapshot(true);
         let general = snapshot.section(GENERAL).unwrap();
-        prop_assert_eq!((general.held, general.booked), (model.general_held, model.general_booked));
+        prop_assert_eq!(
+            (general.held, general.booked),
+            (model.general_held, model.general_booked)
+        );
         let seat_map = snapshot.section(RESERVED).unwrap().seats.clone().unwrap();
-        let statuses: Vec<&str> = seat_map.rows.iter().flat_map(|r| &r.seats).map(|s| s.status.as_str()).collect();
+        let statuses: Vec<&str> = seat_map
+            .rows
+            .iter()
+            .flat_map(|r| &r.seats)
+            .map(|s| s.status.as_str())
+            .collect();
         let expected: Vec<&str> = model
             .seats
             .iter()
