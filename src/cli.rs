@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::startup::{shutdown_signal, Application};
-use crate::{db, users};
+use crate::{db, demo, users};
 
 /// boxoffice: a reservation engine for ticket on-sales.
 ///
@@ -22,6 +22,9 @@ pub enum Command {
     Serve,
     /// Create the database if needed and migrate it, then exit.
     Migrate,
+    /// Seed a demo organizer, buyer (test@example.com / password), venue and an event on
+    /// sale with GENERAL and RESERVED sections.
+    SeedDemo,
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -58,6 +61,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::SeedDemo => {
+            let pool = db::prepare(&settings).await?;
+            let engine =
+                boxoffice_engine::Engine::start(pool.clone(), settings.engine.clone()).await?;
+            let event_id = demo::seed(&pool, &engine).await?;
+            engine.shutdown().await;
+            println!("demo event {event_id} is on sale; buyer test@example.com / password, organizer organizer@example.com / organizer-password");
+            Ok(())
         }
         Command::Migrate => {
             db::prepare(&settings).await?;

@@ -60,6 +60,16 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `json` for machine-readable logs, anything else for human-readable ones.
     pub log_format: String,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    pub cache_prefix: String,
+    /// Where background jobs are POSTed; unset logs them instead.
+    pub outbox_webhook_url: Option<String>,
+    /// Password hashes computed at once; more logins wait (then get 503).
+    pub password_hash_concurrency: usize,
+    /// Failed logins allowed per account / per client address in `login_window_seconds`.
+    pub login_max_failures_per_account: u32,
+    pub login_max_failures_per_address: u32,
+    pub login_window_seconds: u64,
     /// The engine's limits and timings.
     pub engine: EngineConfig,
 }
@@ -119,6 +129,15 @@ impl Settings {
             request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 15_000)?,
             max_body_bytes: parsed("MAX_BODY_BYTES", 64 * 1024)?,
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
+            cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
+            outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),
+            password_hash_concurrency: parsed(
+                "PASSWORD_HASH_CONCURRENCY",
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?,
+            login_max_failures_per_account: parsed("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?,
+            login_max_failures_per_address: parsed("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
+            login_window_seconds: parsed("LOGIN_WINDOW_SECONDS", 300)?,
             engine: EngineConfig {
                 max_in_flight_total: parsed("ENGINE_MAX_IN_FLIGHT", defaults.max_in_flight_total)?,
                 max_in_flight_per_event: parsed(

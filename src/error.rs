@@ -5,7 +5,30 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use boxoffice_engine::{EngineError, Refusal};
+use serde::Serialize;
 use serde_json::json;
+
+/// A success body: `{"data": ...}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+impl<T: Serialize> Data<T> {
+    /// Wraps a value as a JSON success body.
+    pub fn json(data: T) -> Json<Data<T>> {
+        Json(Data { data })
+    }
+}
+
+/// A page of a listing: `{"data": [...], "nextCursor": "..."}`; no `nextCursor` on the last.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
 
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +40,9 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// Too many attempts: 429 with `Retry-After`.
+    #[error("too many attempts")]
+    TooManyRequests { retry_after_seconds: u64 },
     /// Shed load or a dependency down: 503 with `Retry-After`.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -34,12 +60,49 @@ impl ApiError {
         }
     }
 
+    /// 422 with `VALIDATION_FAILED`.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            message,
+        )
+    }
+
+    /// 403 with `FORBIDDEN`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             format!("{what} not found"),
         )
+    }
+}
+
+impl ApiError {
+    /// A copy of an error shared between callers (concurrent cache loads share one result).
+    pub fn shared_copy(self: std::sync::Arc<Self>) -> ApiError {
+        match &*self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+            } => ApiError::new(*status, code, message.clone()),
+            ApiError::TooManyRequests {
+                retry_after_seconds,
+            } => ApiError::TooManyRequests {
+                retry_after_seconds: *retry_after_seconds,
+            },
+            ApiError::Unavailable { code, message } => ApiError::Unavailable {
+                code,
+                message: message.clone(),
+            },
+            ApiError::Internal(e) => ApiError::Internal(anyhow::anyhow!("{e:#}")),
+        }
     }
 }
 
@@ -102,6 +165,19 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => (status, code, message),
+            ApiError::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                let body = json!({"error": {
+                    "code": "TOO_MANY_ATTEMPTS",
+                    "message": format!("too many failed attempts; retry in {retry_after_seconds} s"),
+                }});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                return response;
+            }
             ApiError::Unavailable { code, message } => {
                 let body = json!({"error": {"code": code, "message": message}});
                 let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();

@@ -11,12 +11,16 @@ use serde_json::json;
 use crate::startup::AppState;
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "alive")))]
 pub async fn live() -> impl IntoResponse {
     Json(json!({"data": {"status": "ok"}}))
 }
 
 /// Ready for traffic: PostgreSQL answers, and Redis too when configured. A missing Redis
 /// degrades caching but not correctness, so it is reported without failing readiness.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "ready; `redis` is ok, degraded or not configured"),
+              (status = 503, description = "PostgreSQL is unreachable")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(2);
     let database = matches!(

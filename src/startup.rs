@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -20,8 +21,16 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::jwt::Keys;
+use crate::auth::password::Passwords;
+use crate::auth::throttle::LoginThrottle;
+use crate::cache::Cache;
 use crate::config::Settings;
-use crate::{db, health, telemetry};
+use crate::error::ApiError;
+use crate::{
+    auth, bookings, db, discounts, events, health, openapi, outbox, reservations, sections,
+    telemetry, venues,
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,10 +39,18 @@ pub struct AppState {
     pub pool: PgPool,
     /// The reservation engine.
     pub engine: Engine,
-    /// Redis, when configured.
+    /// Redis, when configured (readiness pings it).
     pub redis: Option<redis::Client>,
+    /// Hot reads: Redis or in-process.
+    pub cache: Arc<Cache>,
+    /// Access-token keys.
+    pub keys: Keys,
+    /// Password hashing with bounded concurrency.
+    pub passwords: Passwords,
+    /// Failed-login counters.
+    pub login_throttle: Arc<LoginThrottle>,
     /// The settings the server runs with.
-    pub settings: std::sync::Arc<Settings>,
+    pub settings: Arc<Settings>,
 }
 
 /// A built, bound, not yet serving application.
@@ -62,10 +79,18 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
         let state = AppState {
+            cache: Arc::new(Cache::new(redis.clone(), settings.cache_prefix.clone())),
+            keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
+            passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(5)),
+            login_throttle: Arc::new(LoginThrottle::new(
+                Duration::from_secs(settings.login_window_seconds),
+                settings.login_max_failures_per_account,
+                settings.login_max_failures_per_address,
+            )),
             pool,
             engine,
             redis,
-            settings: std::sync::Arc::new(settings),
+            settings: Arc::new(settings),
         };
         Ok(Application {
             router: router(state.clone()),
@@ -102,11 +127,19 @@ impl Application {
             state,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "boxoffice is serving");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let delivery = outbox::Delivery::new(state.settings.outbox_webhook_url.clone());
+        let jobs = tokio::spawn(outbox::run(state.pool.clone(), delivery, jobs_stopped));
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         tracing::info!("stopped accepting; flushing the engine");
         state.engine.shutdown().await;
+        let _ = stop_jobs.send(true);
+        let _ = jobs.await;
         state.pool.close().await;
         tracing::info!("shutdown complete");
         Ok(())
@@ -120,6 +153,22 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .merge(auth::routes())
+        .merge(venues::routes())
+        .merge(events::routes())
+        .merge(sections::routes())
+        .merge(reservations::routes())
+        .merge(bookings::routes())
+        .merge(discounts::routes())
+        .merge(openapi::routes())
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "method not allowed on this route",
+            )
+        })
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))

@@ -51,6 +51,7 @@ pub async fn write(
     cancel_bookings(&mut tx, w).await?;
     update_discounts(&mut tx, w).await?;
     update_event(&mut tx, event_id, w).await?;
+    enqueue_jobs(&mut tx, event_id, w).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -406,6 +407,48 @@ async fn update_event(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     .bind(start)
     .bind(ttl)
     .bind(max)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Background jobs for bookings made or cancelled in this batch, in the same transaction
+/// (the outbox): a confirmation message and an analytics event per new booking, a
+/// cancellation message per cancelled one.
+async fn enqueue_jobs(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<(), sqlx::Error> {
+    let confirmed: Vec<i64> = w
+        .bookings_new
+        .iter()
+        .filter(|b| b.status == crate::types::BookingStatus::Confirmed)
+        .map(|b| b.id)
+        .collect();
+    let mut cancelled: Vec<i64> = w.booking_cancels.keys().copied().collect();
+    cancelled.extend(
+        w.bookings_new
+            .iter()
+            .filter(|b| b.status == crate::types::BookingStatus::Cancelled)
+            .map(|b| b.id),
+    );
+    if confirmed.is_empty() && cancelled.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (kind, payload)
+         SELECT k.kind, jsonb_build_object(
+                    'bookingId', b.id, 'bookingReference', b.booking_reference,
+                    'eventId', b.event_id, 'userId', b.user_id, 'totalCents', b.total_cents,
+                    'status', b.status)
+         FROM bookings b
+         JOIN (SELECT id, kind FROM UNNEST($2::bigint[]) AS id,
+                    UNNEST(ARRAY['booking.confirmed', 'analytics.booking_confirmed']) AS kind
+               UNION ALL
+               SELECT id, 'booking.cancelled' FROM UNNEST($3::bigint[]) AS id) k ON k.id = b.id
+         WHERE b.event_id = $1
+         ORDER BY b.id, k.kind",
+    )
+    .bind(event_id)
+    .bind(confirmed)
+    .bind(cancelled)
     .execute(&mut **tx)
     .await?;
     Ok(())

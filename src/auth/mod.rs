@@ -1,0 +1,203 @@
+//! `/auth`: registration, login and the current user.
+
+pub mod jwt;
+pub mod password;
+pub mod throttle;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Data};
+use crate::extract::Json;
+use crate::startup::AppState;
+pub use jwt::{AuthUser, MaybeAuthUser, Role};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/me", get(me))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterBody {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    pub password: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub access_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    pub user: UserView,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: String,
+}
+
+fn validate_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim();
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(email.to_string())
+    } else {
+        Err(ApiError::validation("email is not a valid address"))
+    }
+}
+
+/// Creates a CUSTOMER account and signs it in.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody,
+    responses((status = 201, body = inline(Data<TokenView>)), (status = 409, description = "EMAIL_TAKEN"),
+              (status = 422, description = "VALIDATION_FAILED")))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let email = validate_email(&body.email)?;
+    if !(8..=128).contains(&body.password.chars().count()) {
+        return Err(ApiError::validation(
+            "password must have 8 to 128 characters",
+        ));
+    }
+    if body.first_name.len() > 100 || body.last_name.len() > 100 {
+        return Err(ApiError::validation("names have at most 100 characters"));
+    }
+    let hash = state.passwords.hash(body.password).await?;
+    let user: UserView = sqlx::query_as(
+        "INSERT INTO users (email, password_hash, first_name, last_name) VALUES ($1, $2, $3, $4)
+         RETURNING id, email, first_name, last_name, role",
+    )
+    .bind(&email)
+    .bind(hash)
+    .bind(body.first_name.trim())
+    .bind(body.last_name.trim())
+    .fetch_one(&state.pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("users_email_key") => ApiError::new(
+            StatusCode::CONFLICT,
+            "EMAIL_TAKEN",
+            "an account with this email exists",
+        ),
+        _ => e.into(),
+    })?;
+    let token = token_view(&state, user)?;
+    Ok((StatusCode::CREATED, Data::json(token)))
+}
+
+fn token_view(state: &AppState, user: UserView) -> Result<TokenView, ApiError> {
+    let role =
+        Role::parse(&user.role).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("bad role")))?;
+    Ok(TokenView {
+        access_token: state.keys.issue(user.id, role)?,
+        token_type: "Bearer",
+        expires_in: state.keys.ttl_seconds,
+        user,
+    })
+}
+
+/// Exchanges email and password for an access token. Repeated failures for one account or
+/// one address are throttled with 429.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = inline(Data<TokenView>)), (status = 401, description = "INVALID_CREDENTIALS"),
+              (status = 429, description = "TOO_MANY_ATTEMPTS")))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<LoginBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = Some(peer.ip());
+    if let Some(wait) = state.login_throttle.locked_for(&body.email, address) {
+        return Err(ApiError::TooManyRequests {
+            retry_after_seconds: wait,
+        });
+    }
+    let row: Option<(UserView, String)> = sqlx::query_as::<_, (i64, String, String, String, String, String)>(
+        "SELECT id, email, first_name, last_name, role, password_hash FROM users WHERE lower(email) = lower($1)",
+    )
+    .bind(body.email.trim())
+    .fetch_optional(&state.pool)
+    .await?
+    .map(|(id, email, first_name, last_name, role, hash)| {
+        (UserView { id, email, first_name, last_name, role }, hash)
+    });
+    let (user, hash) = match row {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    let ok = state.passwords.verify(body.password, hash).await?;
+    match (ok, user) {
+        (true, Some(user)) => {
+            state.login_throttle.succeeded(&body.email);
+            Ok(Data::json(token_view(&state, user)?))
+        }
+        _ => {
+            state.login_throttle.failed(&body.email, address);
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "wrong email or password",
+            ))
+        }
+    }
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = inline(Data<UserView>)), (status = 401, description = "UNAUTHORIZED")))]
+pub async fn me(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let user: UserView =
+        sqlx::query_as("SELECT id, email, first_name, last_name, role FROM users WHERE id = $1")
+            .bind(auth.id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "the account no longer exists",
+                )
+            })?;
+    Ok(Data::json(user))
+}

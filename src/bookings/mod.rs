@@ -1,0 +1,279 @@
+//! `/bookings`: confirming holds into bookings, reading and cancelling them, and the
+//! organizer's view of an event's bookings.
+
+pub mod export;
+mod view;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use boxoffice_engine::types::ConfirmRequest;
+use boxoffice_engine::{EngineError, Refusal};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+pub use view::{BookingView, ItemView};
+
+use crate::access;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Data, Page};
+use crate::extract::{IdempotencyKey, Json, Path, Query};
+use crate::startup::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/bookings", get(mine).post(create))
+        .route("/bookings/{reference}", get(one))
+        .route("/bookings/{reference}/cancel", post(cancel))
+        .route("/events/{id}/bookings", get(of_event))
+        .route("/events/{id}/bookings/export", get(export::export))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewBooking {
+    /// ACTIVE holds of one event, 1 to 64.
+    pub reservation_ids: Vec<i64>,
+    pub discount_code: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
+    match result {
+        Ok(_) => "confirmed",
+        Err(EngineError::Refused(
+            Refusal::DiscountExhausted | Refusal::DiscountNotValidNow | Refusal::DiscountNotFound,
+        )) => "discount_refused",
+        Err(EngineError::Refused(Refusal::HoldNotFound)) => "hold_gone",
+        Err(EngineError::Refused(_)) => "invalid",
+        Err(EngineError::Overloaded | EngineError::ShuttingDown) => "overloaded",
+        Err(EngineError::EventNotFound) => "not_found",
+        Err(EngineError::Unavailable(_)) => "error",
+    }
+}
+
+/// Confirms holds into a booking, applying a discount code if given. Answered only once the
+/// booking is durable; its confirmation and analytics jobs are queued in the same
+/// transaction. With an `Idempotency-Key`, a retry gets the first answer.
+#[utoipa::path(post, path = "/bookings", tag = "bookings", request_body = NewBooking, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a retry")),
+    responses((status = 201, body = Data<BookingView>), (status = 404, description = "RESERVATION_NOT_FOUND"),
+              (status = 409, description = "DISCOUNT_EXHAUSTED, DISCOUNT_NOT_VALID, RESERVATION_NOT_ACTIVE"),
+              (status = 422, description = "VALIDATION_FAILED")))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<NewBooking>,
+) -> Result<Response, ApiError> {
+    let n = body.reservation_ids.len();
+    if !(1..=boxoffice_engine::inventory::MAX_HOLDS_PER_BOOKING).contains(&n) {
+        return Err(ApiError::validation(
+            "reservationIds lists 1 to 64 reservations",
+        ));
+    }
+    if body.discount_code.as_ref().is_some_and(|c| c.len() > 64) {
+        return Err(ApiError::validation("discountCode is too long"));
+    }
+    // Route to the event's actor: the holds' event, from their rows.
+    let rows: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as("SELECT id, user_id, event_id, status FROM reservations WHERE id = ANY($1)")
+            .bind(&body.reservation_ids)
+            .fetch_all(&state.pool)
+            .await?;
+    let mut ids = body.reservation_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if rows.len() != ids.len() || rows.iter().any(|r| r.1 != auth.id && !auth.is_admin()) {
+        return Err(Refusal::HoldNotFound.into());
+    }
+    let event_id = rows[0].2;
+    if rows.iter().any(|r| r.2 != event_id) {
+        return Err(ApiError::validation(
+            "all reservations of a booking must be for one event",
+        ));
+    }
+    if key.is_none() {
+        if let Some(r) = rows.iter().find(|r| r.3 != "ACTIVE") {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "RESERVATION_NOT_ACTIVE",
+                format!("reservation {} is {}", r.0, r.3),
+            ));
+        }
+    }
+    let event = access::event(&state.pool, event_id, Some(&auth)).await?;
+    let request = ConfirmRequest {
+        requester: event.requester(&auth),
+        hold_ids: body.reservation_ids,
+        discount_code: body.discount_code,
+        idempotency_key: key,
+    };
+    let result = state.engine.confirm(event_id, request).await;
+    metrics::counter!("boxoffice_bookings_total", "outcome" => outcome_label(&result)).increment(1);
+    let outcome = match result {
+        // The holds expired or were confirmed a moment ago.
+        Err(EngineError::Refused(Refusal::HoldNotFound)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "RESERVATION_NOT_ACTIVE",
+                "a reservation is no longer active",
+            ))
+        }
+        other => other?,
+    };
+    let mut response = (
+        StatusCode::CREATED,
+        Data::json(BookingView::from(outcome.booking)),
+    )
+        .into_response();
+    if outcome.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, i64)>, ApiError> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_CURSOR",
+            "cursor is not valid",
+        )
+    };
+    let (micros, id) = c.split_once('.').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok(Some((at, id.parse().map_err(|_| bad())?)))
+}
+
+/// My bookings, newest first.
+#[utoipa::path(get, path = "/bookings", tag = "bookings", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<BookingView>)))]
+pub async fn mine(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let before = parse_cursor(q.cursor.as_deref())?;
+    let mut rows: Vec<view::BookingRow> = sqlx::query_as(&format!(
+        "{} WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+        view::SELECT
+    ))
+    .bind(auth.id)
+    .bind(before.map(|b| b.0))
+    .bind(before.map_or(0, |b| b.1))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        let last = rows.last().expect("non-empty");
+        format!("{}.{}", last.created_at.timestamp_micros(), last.id)
+    });
+    let data = view::with_items(&state.pool, rows).await?;
+    Ok(axum::Json(Page { data, next_cursor }))
+}
+
+/// Loads a booking the user may see: its buyer, the event's organizer or an admin.
+async fn visible(
+    state: &AppState,
+    auth: &AuthUser,
+    reference: &str,
+) -> Result<(view::BookingRow, access::EventAccess), ApiError> {
+    let row: view::BookingRow =
+        sqlx::query_as(&format!("{} WHERE booking_reference = $1", view::SELECT))
+            .bind(reference)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found("booking"))?;
+    let event = access::event(&state.pool, row.event_id, Some(auth)).await?;
+    if row.user_id != auth.id && !event.managed_by(Some(auth)) {
+        return Err(ApiError::not_found("booking"));
+    }
+    Ok((row, event))
+}
+
+/// One booking by its reference.
+#[utoipa::path(get, path = "/bookings/{reference}", tag = "bookings", params(("reference" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Data<BookingView>), (status = 404, description = "NOT_FOUND")))]
+pub async fn one(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(reference): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (row, _) = visible(&state, &auth, &reference).await?;
+    let mut views = view::with_items(&state.pool, vec![row]).await?;
+    Ok(Data::json(views.remove(0)))
+}
+
+/// Cancels a booking: its seats go back on sale.
+#[utoipa::path(post, path = "/bookings/{reference}/cancel", tag = "bookings", params(("reference" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = Data<BookingView>), (status = 404, description = "NOT_FOUND"),
+              (status = 409, description = "BOOKING_NOT_ACTIVE")))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(reference): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (row, event) = visible(&state, &auth, &reference).await?;
+    let cancelled = state
+        .engine
+        .cancel_booking(row.event_id, event.requester(&auth), row.id)
+        .await?;
+    Ok(Data::json(BookingView::from(cancelled)))
+}
+
+/// An event's bookings, oldest first (its organizer).
+#[utoipa::path(get, path = "/events/{id}/bookings", tag = "bookings", params(("id" = i64, Path), PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Page<BookingView>), (status = 403, description = "FORBIDDEN")))]
+pub async fn of_event(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(event_id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    access::managed_event(&state.pool, event_id, &auth).await?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let after: i64 = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CURSOR",
+                "cursor is not valid",
+            )
+        })?,
+    };
+    let mut rows: Vec<view::BookingRow> = sqlx::query_as(&format!(
+        "{} WHERE event_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        view::SELECT
+    ))
+    .bind(event_id)
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().expect("non-empty").id.to_string()
+    });
+    let data = view::with_items(&state.pool, rows).await?;
+    Ok(axum::Json(Page { data, next_cursor }))
+}

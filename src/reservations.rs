@@ -1,0 +1,259 @@
+//! `/events/{id}/reservations` and `/reservations`: holds.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use boxoffice_engine::types::{HoldKind, HoldRequest, HoldView};
+use boxoffice_engine::{EngineError, Refusal};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::access;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Data};
+use crate::extract::{IdempotencyKey, Json, Path};
+use crate::startup::AppState;
+
+/// Most tickets or seats one request may ask for (the event's per-buyer limit is usually
+/// lower and is enforced by the engine).
+pub const MAX_QUANTITY_PER_REQUEST: u32 = 100;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/events/{id}/reservations", post(create))
+        .route("/reservations", get(mine))
+        .route("/reservations/{id}", get(one).delete(release))
+}
+
+/// What to hold.
+#[derive(Deserialize, ToSchema)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum ReservationBody {
+    /// `quantity` tickets of a GENERAL section.
+    General { section_id: i64, quantity: u32 },
+    /// These seats of one RESERVED section.
+    Seats { seat_ids: Vec<i64> },
+    /// The best `quantity` adjacent seats of a RESERVED section; `allowSplit` accepts
+    /// non-adjacent seats when no row has them together.
+    BestAvailable {
+        section_id: i64,
+        quantity: u32,
+        #[serde(default)]
+        allow_split: bool,
+    },
+}
+
+/// A hold.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    pub id: i64,
+    pub event_id: i64,
+    pub section_id: i64,
+    pub quantity: i32,
+    pub seat_ids: Vec<i64>,
+    /// ACTIVE, CONFIRMED, EXPIRED or CANCELLED.
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<HoldView> for ReservationView {
+    fn from(h: HoldView) -> Self {
+        ReservationView {
+            id: h.id,
+            event_id: h.event_id,
+            section_id: h.section_id,
+            quantity: h.quantity as i32,
+            seat_ids: h.seat_ids,
+            status: h.status.as_str().to_string(),
+            expires_at: DateTime::from_timestamp_millis(h.expires_at_ms).unwrap_or_default(),
+        }
+    }
+}
+
+fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
+    match result {
+        Ok(_) => "granted",
+        Err(EngineError::Refused(Refusal::SoldOut)) => "sold_out",
+        Err(EngineError::Refused(Refusal::SeatUnavailable)) => "seat_unavailable",
+        Err(EngineError::Refused(Refusal::TicketLimit { .. })) => "limit",
+        Err(EngineError::Refused(Refusal::SaleNotOpen | Refusal::EventClosed(_))) => "not_on_sale",
+        Err(EngineError::Refused(_)) => "invalid",
+        Err(EngineError::Overloaded | EngineError::ShuttingDown) => "overloaded",
+        Err(EngineError::EventNotFound) => "not_found",
+        Err(EngineError::Unavailable(_)) => "error",
+    }
+}
+
+/// Holds tickets or seats. Answered only once the hold is durable. With an
+/// `Idempotency-Key`, a retry gets the first answer (`Idempotent-Replayed: true`).
+#[utoipa::path(post, path = "/events/{id}/reservations", tag = "reservations", params(("id" = i64, Path),
+    ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a retry")),
+    request_body = ReservationBody, security(("bearer" = [])),
+    responses((status = 201, body = Data<ReservationView>),
+              (status = 409, description = "SOLD_OUT, SEAT_UNAVAILABLE, SALE_NOT_OPEN, TICKET_LIMIT"),
+              (status = 422, description = "VALIDATION_FAILED"),
+              (status = 503, description = "OVERLOADED, with Retry-After")))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(event_id): Path<i64>,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<ReservationBody>,
+) -> Result<Response, ApiError> {
+    let kind = match body {
+        ReservationBody::General {
+            section_id,
+            quantity,
+        } => HoldKind::General {
+            section_id,
+            quantity,
+        },
+        ReservationBody::Seats { seat_ids } => {
+            if seat_ids.is_empty() {
+                return Err(ApiError::validation("seatIds must name at least one seat"));
+            }
+            HoldKind::Seats { seat_ids }
+        }
+        ReservationBody::BestAvailable {
+            section_id,
+            quantity,
+            allow_split,
+        } => HoldKind::BestAvailable {
+            section_id,
+            quantity,
+            allow_split,
+        },
+    };
+    let quantity = match &kind {
+        HoldKind::General { quantity, .. } | HoldKind::BestAvailable { quantity, .. } => *quantity,
+        HoldKind::Seats { seat_ids } => seat_ids.len() as u32,
+    };
+    if !(1..=MAX_QUANTITY_PER_REQUEST).contains(&quantity) {
+        return Err(ApiError::validation(format!(
+            "a reservation is for 1 to {MAX_QUANTITY_PER_REQUEST} tickets"
+        )));
+    }
+    let request = HoldRequest {
+        user_id: auth.id,
+        kind,
+        idempotency_key: key,
+        session_id: None,
+    };
+    let result = state.engine.hold(event_id, request).await;
+    metrics::counter!("boxoffice_reservations_total", "outcome" => outcome_label(&result))
+        .increment(1);
+    let outcome = result?;
+    let mut response = (
+        StatusCode::CREATED,
+        Data::json(ReservationView::from(outcome.hold)),
+    )
+        .into_response();
+    if outcome.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+const SELECT: &str =
+    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at FROM reservations";
+const SELECT_OWNED: &str =
+    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at, user_id FROM reservations";
+
+/// My active holds, newest first.
+#[utoipa::path(get, path = "/reservations", tag = "reservations", security(("bearer" = [])),
+    responses((status = 200, body = Data<Vec<ReservationView>>)))]
+pub async fn mine(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let holds: Vec<ReservationView> = sqlx::query_as(&format!(
+        "{SELECT} WHERE user_id = $1 AND status = 'ACTIVE' AND expires_at > now() ORDER BY id DESC LIMIT 100"
+    ))
+    .bind(auth.id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Data::json(holds))
+}
+
+/// Loads a hold the user may see: its buyer, the event's organizer, or an admin.
+async fn visible(
+    state: &AppState,
+    auth: &AuthUser,
+    id: i64,
+) -> Result<(ReservationView, access::EventAccess), ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Owned {
+        #[sqlx(flatten)]
+        hold: ReservationView,
+        user_id: i64,
+    }
+    let row: Option<Owned> = sqlx::query_as(&format!("{SELECT_OWNED} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Owned {
+        hold,
+        user_id: owner,
+    } = row.ok_or_else(|| ApiError::not_found("reservation"))?;
+    let event = access::event(&state.pool, hold.event_id, Some(auth)).await?;
+    if owner != auth.id && !event.managed_by(Some(auth)) {
+        return Err(ApiError::not_found("reservation"));
+    }
+    Ok((hold, event))
+}
+
+/// One hold.
+#[utoipa::path(get, path = "/reservations/{id}", tag = "reservations", params(("id" = i64, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Data<ReservationView>), (status = 404, description = "NOT_FOUND")))]
+pub async fn one(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (hold, _) = visible(&state, &auth, id).await?;
+    Ok(Data::json(hold))
+}
+
+/// Releases an active hold: its tickets go back on sale at once.
+#[utoipa::path(delete, path = "/reservations/{id}", tag = "reservations", params(("id" = i64, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = Data<ReservationView>), (status = 404, description = "NOT_FOUND"),
+              (status = 409, description = "RESERVATION_NOT_ACTIVE")))]
+pub async fn release(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (hold, event) = visible(&state, &auth, id).await?;
+    let not_active = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "RESERVATION_NOT_ACTIVE",
+            "the reservation is no longer active",
+        )
+    };
+    if hold.status != "ACTIVE" {
+        return Err(not_active());
+    }
+    match state
+        .engine
+        .release(hold.event_id, event.requester(&auth), id)
+        .await
+    {
+        Ok(released) => Ok(Data::json(ReservationView::from(released))),
+        // Stored as ACTIVE but gone from the actor: it expired or was confirmed a moment ago.
+        Err(EngineError::Refused(Refusal::HoldNotFound)) => Err(not_active()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,104 @@
+//! `/venues`: where events happen (organizers).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Data, Page};
+use crate::extract::{Json, Query};
+use crate::startup::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/venues", get(list).post(create))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewVenue {
+    pub name: String,
+    #[serde(default)]
+    pub address: String,
+    pub capacity: u32,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct VenueView {
+    pub id: i64,
+    pub name: String,
+    pub address: String,
+    pub capacity: i32,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct VenueQuery {
+    /// Page size, 1 to 100 (default 50).
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<i64>,
+}
+
+/// Creates a venue.
+#[utoipa::path(post, path = "/venues", tag = "venues", request_body = NewVenue, security(("bearer" = [])),
+    responses((status = 201, body = Data<VenueView>), (status = 403, description = "FORBIDDEN")))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Json(body): Json<NewVenue>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require_organizer()?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 || body.address.len() > 500 {
+        return Err(ApiError::validation(
+            "name has 1 to 200 characters, address at most 500",
+        ));
+    }
+    if body.capacity == 0 || body.capacity > 1_000_000 {
+        return Err(ApiError::validation(
+            "capacity must be between 1 and 1000000",
+        ));
+    }
+    let venue: VenueView = sqlx::query_as(
+        "INSERT INTO venues (name, address, capacity, created_by) VALUES ($1, $2, $3, $4)
+         RETURNING id, name, address, capacity",
+    )
+    .bind(name)
+    .bind(body.address.trim())
+    .bind(body.capacity as i32)
+    .bind(auth.id)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok((StatusCode::CREATED, Data::json(venue)))
+}
+
+/// Lists venues, oldest first.
+#[utoipa::path(get, path = "/venues", tag = "venues", params(VenueQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<VenueView>), (status = 403, description = "FORBIDDEN")))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(q): Query<VenueQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require_organizer()?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 100);
+    let mut venues: Vec<VenueView> = sqlx::query_as(
+        "SELECT id, name, address, capacity FROM venues WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(q.cursor.unwrap_or(0))
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = (venues.len() as i64 > limit).then(|| {
+        venues.truncate(limit as usize);
+        venues.last().map(|v| v.id.to_string()).unwrap_or_default()
+    });
+    Ok(axum::Json(Page {
+        data: venues,
+        next_cursor,
+    }))
+}
