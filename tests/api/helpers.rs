@@ -86,3 +86,168 @@ impl TestApp {
         self.server.take().expect("running").await?
     }
 }
+
+/// A JSON body, parsed.
+pub type Json = serde_json::Value;
+
+impl TestApp {
+    /// Creates a user with a role straight in the database, then signs in over HTTP.
+    /// Returns (user id, access token).
+    pub async fn user(&self, role: &str) -> (i64, String) {
+        let email = format!(
+            "{}-{}@example.com",
+            role.to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let id =
+            boxoffice::users::upsert(&self.db.pool, &email, "correct horse", role, "Test", "User")
+                .await
+                .expect("user created");
+        let response = self
+            .post(
+                "/auth/login",
+                None,
+                serde_json::json!({"email": email, "password": "correct horse"}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "login works");
+        let body: Json = response.json().await.unwrap();
+        (
+            id,
+            body["data"]["accessToken"].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        builder
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Json) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// POST a JSON body with an Idempotency-Key.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: Json,
+    ) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, Some(token))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// PATCH a JSON body.
+    pub async fn patch(&self, path: &str, token: &str, body: Json) -> reqwest::Response {
+        self.request(reqwest::Method::PATCH, path, Some(token))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// GET with a token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path, Some(token))
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// DELETE with a token.
+    pub async fn delete_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(reqwest::Method::DELETE, path, Some(token))
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// An event on sale with a GENERAL section of `general` tickets and a RESERVED section
+    /// of `rows` × `per_row` seats. Returns (event id, general section id, reserved section id).
+    pub async fn event_on_sale(
+        &self,
+        organizer: &str,
+        general: u32,
+        rows: u32,
+        per_row: u32,
+        max_per_user: u32,
+    ) -> (i64, i64, i64) {
+        let event = self
+            .post(
+                "/events",
+                Some(organizer),
+                serde_json::json!({
+                    "eventName": "Test night",
+                    "eventDate": "2030-06-01T20:00:00Z",
+                    "saleStartTime": "2020-01-01T00:00:00Z",
+                    "maxTicketsPerUser": max_per_user,
+                }),
+            )
+            .await;
+        assert_eq!(event.status(), 201);
+        let event_id = data(event).await["id"].as_i64().unwrap();
+        let general = self
+            .post(
+                &format!("/events/{event_id}/sections"),
+                Some(organizer),
+                serde_json::json!({"name": "Floor", "type": "GENERAL", "capacity": general, "priceCents": 5000}),
+            )
+            .await;
+        assert_eq!(general.status(), 201);
+        let general_id = data(general).await["id"].as_i64().unwrap();
+        let reserved = self
+            .post(
+                &format!("/events/{event_id}/sections"),
+                Some(organizer),
+                serde_json::json!({"name": "Stalls", "type": "RESERVED", "rows": rows, "seatsPerRow": per_row, "priceCents": 8000}),
+            )
+            .await;
+        assert_eq!(reserved.status(), 201);
+        let reserved_id = data(reserved).await["id"].as_i64().unwrap();
+        let open = self
+            .patch(
+                &format!("/events/{event_id}"),
+                organizer,
+                serde_json::json!({"status": "ON_SALE"}),
+            )
+            .await;
+        assert_eq!(open.status(), 200);
+        (event_id, general_id, reserved_id)
+    }
+}
+
+/// The `data` of a success body.
+pub async fn data(response: reqwest::Response) -> Json {
+    let body: Json = response.json().await.expect("JSON body");
+    body["data"].clone()
+}
+
+/// The `error.code` of an error body.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Json = response.json().await.expect("JSON body");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

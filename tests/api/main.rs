@@ -1,5 +1,12 @@
 //! Integration tests of the HTTP API: the real server on port 0, a fresh PostgreSQL database
 //! per test, real Redis where configured. One binary with modules, so it links once.
 
+mod auth;
+mod bookings;
+mod concurrency;
+mod discounts;
+mod events;
 mod health;
 mod helpers;
+mod reservations;
+mod sections;

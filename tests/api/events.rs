@@ -1,0 +1,274 @@
+use serde_json::json;
+
+use crate::helpers::{data, error_code, spawn_app};
+
+#[tokio::test]
+async fn organizers_create_events_and_customers_cannot() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, customer) = app.user("CUSTOMER").await;
+    let venue = app
+        .post(
+            "/venues",
+            Some(&organizer),
+            json!({"name": "Hall", "address": "1 Road", "capacity": 500}),
+        )
+        .await;
+    assert_eq!(venue.status(), 201);
+    let venue_id = data(venue).await["id"].as_i64().unwrap();
+    let body = json!({"eventName": "Gig", "eventDate": "2030-01-01T20:00:00Z", "venueId": venue_id,
+                      "saleStartTime": "2029-12-01T10:00:00Z", "holdTtlSeconds": 300, "maxTicketsPerUser": 4});
+    let created = app.post("/events", Some(&organizer), body.clone()).await;
+    assert_eq!(created.status(), 201);
+    let event = data(created).await;
+    assert_eq!(event["status"], "DRAFT");
+    assert_eq!(event["venueName"], "Hall");
+
+    let refused = app.post("/events", Some(&customer), body.clone()).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        app.post(
+            "/venues",
+            Some(&customer),
+            json!({"name": "X", "capacity": 1})
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(app.get_as("/venues", &customer).await.status(), 403);
+    assert_eq!(app.post("/events", None, body.clone()).await.status(), 401);
+
+    let mut bad = body.clone();
+    bad["venueId"] = json!(999_999);
+    let r = app.post("/events", Some(&organizer), bad).await;
+    assert_eq!(r.status(), 422);
+    let mut bad = body.clone();
+    bad["saleStartTime"] = json!("2031-01-01T00:00:00Z");
+    assert_eq!(
+        app.post("/events", Some(&organizer), bad).await.status(),
+        422
+    );
+    let mut bad = body;
+    bad["holdTtlSeconds"] = json!(-5);
+    assert_eq!(
+        app.post("/events", Some(&organizer), bad).await.status(),
+        422
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_listing_filters_paginates_and_hides_drafts() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let mut ids = Vec::new();
+    for day in 1..=7 {
+        let body = json!({"eventName": format!("Night {day}"), "eventDate": format!("2030-03-{day:02}T20:00:00Z"),
+                          "saleStartTime": "2020-01-01T00:00:00Z"});
+        let id = data(app.post("/events", Some(&organizer), body).await).await["id"]
+            .as_i64()
+            .unwrap();
+        ids.push(id);
+    }
+    // Drafts are not public.
+    let listed = app
+        .get("/events")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0);
+    let drafts = app
+        .get_as("/events?status=DRAFT", &organizer)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(drafts["data"].as_array().unwrap().len(), 7);
+    assert_eq!(app.get("/events?status=DRAFT").await.status(), 401);
+
+    // Six go on sale (each needs a section), one is cancelled.
+    for id in &ids[..6] {
+        let s = app
+            .post(
+                &format!("/events/{id}/sections"),
+                Some(&organizer),
+                json!({"name": "GA", "type": "GENERAL", "capacity": 10, "priceCents": 100}),
+            )
+            .await;
+        assert_eq!(s.status(), 201);
+        assert_eq!(
+            app.patch(
+                &format!("/events/{id}"),
+                &organizer,
+                json!({"status": "ON_SALE"})
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    assert_eq!(
+        app.patch(
+            &format!("/events/{}", ids[5]),
+            &organizer,
+            json!({"status": "CANCELLED"})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/events?status=ON_SALE&limit=2&cursor={c}"),
+            None => "/events?status=ON_SALE&limit=2".to_string(),
+        };
+        let page = app
+            .get(&path)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        for e in page["data"].as_array().unwrap() {
+            assert_eq!(e["status"], "ON_SALE");
+            assert!(
+                e.get("sections").is_none(),
+                "listings carry only the listing's fields"
+            );
+            seen.push(e["id"].as_i64().unwrap());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids[..5].to_vec(), "five on sale, by date, each once");
+
+    let ranged = app
+        .get("/events?from=2030-03-02T00:00:00Z&to=2030-03-04T00:00:00Z")
+        .await;
+    let ranged = ranged.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(ranged["data"].as_array().unwrap().len(), 2);
+    let r = app.get("/events?cursor=%%%").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(app.get("/events?limit=abc").await.status(), 400);
+    assert_eq!(
+        error_code(app.get("/events?status=SOMETIMES").await).await,
+        "INVALID_QUERY"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn event_details_are_cacheable_and_revalidate_with_etag() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (event_id, _, _) = app.event_on_sale(&organizer, 10, 2, 3, 4).await;
+    let first = app.get(&format!("/events/{event_id}")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=60");
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["data"]["sections"].as_array().unwrap().len(), 2);
+
+    let revalidated = app
+        .client
+        .get(format!("{}/events/{event_id}", app.address))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+
+    // A change invalidates the cache: new body, new ETag.
+    let renamed = app
+        .patch(
+            &format!("/events/{event_id}"),
+            &organizer,
+            json!({"eventName": "Renamed night"}),
+        )
+        .await;
+    assert_eq!(renamed.status(), 200);
+    let after = app.get(&format!("/events/{event_id}")).await;
+    assert_ne!(after.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        after.json::<serde_json::Value>().await.unwrap()["data"]["eventName"],
+        "Renamed night"
+    );
+    assert_eq!(app.get("/events/999999").await.status(), 404);
+    assert_eq!(
+        error_code(app.get("/events/abc").await).await,
+        "INVALID_PATH"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_events_organizer_updates_it_along_allowed_transitions() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, rival) = app.user("ORGANIZER").await;
+    let (_, customer) = app.user("CUSTOMER").await;
+    let (_, admin) = app.user("ADMIN").await;
+    let (event_id, _, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let path = format!("/events/{event_id}");
+    assert_eq!(
+        app.patch(&path, &rival, json!({"eventName": "Mine now"}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.patch(&path, &customer, json!({"eventName": "Mine now"}))
+            .await
+            .status(),
+        403
+    );
+    let back = app
+        .patch(&path, &organizer, json!({"status": "DRAFT"}))
+        .await;
+    assert_eq!(back.status(), 409);
+    assert_eq!(error_code(back).await, "INVALID_STATUS_TRANSITION");
+    let rules = app
+        .patch(
+            &path,
+            &organizer,
+            json!({"holdTtlSeconds": 120, "maxTicketsPerUser": 2}),
+        )
+        .await;
+    let rules = data(rules).await;
+    assert_eq!(
+        (
+            rules["holdTtlSeconds"].as_i64(),
+            rules["maxTicketsPerUser"].as_i64()
+        ),
+        (Some(120), Some(2))
+    );
+    assert_eq!(
+        app.patch(&path, &organizer, json!({"holdTtlSeconds": 1}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.patch(&path, &organizer, json!({"unknownField": 1}))
+            .await
+            .status(),
+        422
+    );
+    let done = app
+        .patch(&path, &admin, json!({"status": "COMPLETED"}))
+        .await;
+    assert_eq!(data(done).await["status"], "COMPLETED");
+    assert_eq!(
+        app.patch("/events/999999", &admin, json!({"eventName": "x"}))
+            .await
+            .status(),
+        404
+    );
+    app.stop().await.unwrap();
+}

@@ -1,0 +1,364 @@
+use serde_json::json;
+
+use crate::helpers::{data, error_code, spawn_app};
+
+#[tokio::test]
+async fn the_briefs_load_test_flow_works_as_written() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 100, 1, 1, 8).await;
+    boxoffice::users::upsert(
+        &app.db.pool,
+        "test@example.com",
+        "password",
+        "CUSTOMER",
+        "",
+        "",
+    )
+    .await
+    .unwrap();
+
+    let login = app
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": "test@example.com", "password": "password"}),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+    let token = data(login).await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events = app.get_as("/events", &token).await;
+    assert_eq!(events.status(), 200);
+    let events: serde_json::Value = events.json().await.unwrap();
+    assert_eq!(events["data"][0]["id"].as_i64(), Some(event_id));
+    let held = app
+        .post(
+            &format!("/events/{event_id}/reservations"),
+            Some(&token),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(held.status(), 201);
+    let hold = data(held).await;
+    assert_eq!(hold["quantity"], 2);
+    assert_eq!(hold["status"], "ACTIVE");
+    assert!(hold["expiresAt"].is_string());
+    // Durable before the answer: the row is there.
+    let stored: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
+        .bind(hold["id"].as_i64().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "ACTIVE");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn seats_best_available_and_every_refusal_code() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (_, other) = app.user("CUSTOMER").await;
+    let (event_id, general, reserved) = app.event_on_sale(&organizer, 3, 2, 5, 4).await;
+    let path = format!("/events/{event_id}/reservations");
+
+    let map = data(
+        app.get(&format!("/events/{event_id}/sections/{reserved}/seats"))
+            .await,
+    )
+    .await;
+    let seat = |row: usize, n: usize| map["rows"][row]["seats"][n]["id"].as_i64().unwrap();
+    let seats = app
+        .post(
+            &path,
+            Some(&buyer),
+            json!({"type": "SEATS", "seatIds": [seat(0, 0), seat(0, 1)]}),
+        )
+        .await;
+    assert_eq!(seats.status(), 201);
+    let taken = app
+        .post(
+            &path,
+            Some(&other),
+            json!({"type": "SEATS", "seatIds": [seat(0, 1)]}),
+        )
+        .await;
+    assert_eq!(taken.status(), 409);
+    assert_eq!(error_code(taken).await, "SEAT_UNAVAILABLE");
+
+    let best = app
+        .post(
+            &path,
+            Some(&other),
+            json!({"type": "BEST_AVAILABLE", "sectionId": reserved, "quantity": 3}),
+        )
+        .await;
+    assert_eq!(best.status(), 201);
+    let best = data(best).await;
+    let ids: Vec<i64> = best["seatIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![seat(0, 2), seat(0, 3), seat(0, 4)],
+        "the rest of row A, together"
+    );
+
+    let limit = app
+        .post(
+            &path,
+            Some(&buyer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 3}),
+        )
+        .await;
+    assert_eq!(limit.status(), 409);
+    assert_eq!(error_code(limit).await, "TICKET_LIMIT");
+    let (_, third) = app.user("CUSTOMER").await;
+    let sold = app
+        .post(
+            &path,
+            Some(&third),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 4}),
+        )
+        .await;
+    assert_eq!(sold.status(), 409);
+    assert_eq!(error_code(sold).await, "SOLD_OUT");
+    let wrong_kind = app
+        .post(
+            &path,
+            Some(&third),
+            json!({"type": "GENERAL", "sectionId": reserved, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(wrong_kind.status(), 422);
+    let unknown_section = app
+        .post(
+            &path,
+            Some(&third),
+            json!({"type": "GENERAL", "sectionId": 987654, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(unknown_section.status(), 404);
+    assert_eq!(error_code(unknown_section).await, "SECTION_NOT_FOUND");
+
+    // Hostile and malformed input: 4xx with a stable code, nothing created.
+    for (body, status, code) in [
+        (
+            json!({"type": "GENERAL", "sectionId": general, "quantity": -1}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 0}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 4_000_000_000u64}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 1_000_000}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"type": "GENERAL", "sectionId": "one", "quantity": 1}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"type": "SEATS", "seatIds": []}),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (json!({"type": "TELEPORT"}), 422, "VALIDATION_FAILED"),
+        (json!([1, 2, 3]), 422, "VALIDATION_FAILED"),
+    ] {
+        let r = app.post(&path, Some(&third), body.clone()).await;
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(error_code(r).await, code, "{body}");
+    }
+    let huge = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(&third)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"type\":\"SEATS\",\"seatIds\":[{}1]}}",
+            "1,".repeat(40_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let unknown_event = app
+        .post(
+            "/events/777777/reservations",
+            Some(&third),
+            json!({"type": "GENERAL", "sectionId": 1, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(unknown_event.status(), 404);
+    assert_eq!(
+        app.post(
+            &path,
+            None,
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 1})
+        )
+        .await
+        .status(),
+        401
+    );
+    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(holds, 2, "refused requests created nothing");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sale_opens_at_its_start_time() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let later = app
+        .patch(
+            &format!("/events/{event_id}"),
+            &organizer,
+            json!({"saleStartTime": "2029-12-31T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(later.status(), 200);
+    let r = app
+        .post(
+            &format!("/events/{event_id}/reservations"),
+            Some(&buyer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(error_code(r).await, "SALE_NOT_OPEN");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_replays_the_first_answer_and_creates_nothing() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
+    let path = format!("/events/{event_id}/reservations");
+    let body = json!({"type": "GENERAL", "sectionId": general, "quantity": 2});
+    let first = app
+        .post_keyed(&path, &buyer, "retry-me-1", body.clone())
+        .await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = data(first).await;
+    // Concurrent retries, as a client with a flaky network would send them.
+    let (a, b) = tokio::join!(
+        app.post_keyed(&path, &buyer, "retry-me-1", body.clone()),
+        app.post_keyed(&path, &buyer, "retry-me-1", body.clone())
+    );
+    for r in [a, b] {
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        assert_eq!(data(r).await, first);
+    }
+    let reused = app
+        .post_keyed(
+            &path,
+            &buyer,
+            "retry-me-1",
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(reused.status(), 422);
+    assert_eq!(error_code(reused).await, "IDEMPOTENCY_KEY_REUSED");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    let held: i32 = sqlx::query_scalar("SELECT held FROM event_sections WHERE id = $1")
+        .bind(general)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn holds_are_listed_read_and_released_by_their_owner_only() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, rival) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (_, other) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
+    let hold = data(
+        app.post(
+            &format!("/events/{event_id}/reservations"),
+            Some(&buyer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 3}),
+        )
+        .await,
+    )
+    .await;
+    let id = hold["id"].as_i64().unwrap();
+    let mine = data(app.get_as("/reservations", &buyer).await).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(
+        data(app.get_as("/reservations", &other).await)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let path = format!("/reservations/{id}");
+    assert_eq!(app.get_as(&path, &buyer).await.status(), 200);
+    assert_eq!(
+        app.get_as(&path, &organizer).await.status(),
+        200,
+        "the event's organizer sees it"
+    );
+    assert_eq!(app.get_as(&path, &other).await.status(), 404);
+    assert_eq!(app.get_as(&path, &rival).await.status(), 404);
+    assert_eq!(app.delete_as(&path, &other).await.status(), 404);
+    assert_eq!(app.delete_as(&path, &rival).await.status(), 404);
+    let still: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(still, "ACTIVE", "refused requests changed nothing");
+
+    let released = app.delete_as(&path, &buyer).await;
+    assert_eq!(released.status(), 200);
+    assert_eq!(data(released).await["status"], "CANCELLED");
+    let again = app.delete_as(&path, &buyer).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(error_code(again).await, "RESERVATION_NOT_ACTIVE");
+    let inventory = data(app.get(&format!("/events/{event_id}/inventory")).await).await;
+    assert_eq!(inventory["sections"][0]["available"], 10);
+    assert_eq!(
+        app.delete_as("/reservations/99999999", &buyer)
+            .await
+            .status(),
+        404
+    );
+    app.stop().await.unwrap();
+}
