@@ -64,6 +64,8 @@ pub struct Settings {
     pub cache_prefix: String,
     /// Where background jobs are POSTed; unset logs them instead.
     pub outbox_webhook_url: Option<String>,
+    /// Whether this node runs the background-job worker.
+    pub outbox_worker: bool,
     /// Password hashes computed at once; more logins wait (then get 503).
     pub password_hash_concurrency: usize,
     /// Failed logins allowed per account / per client address in `login_window_seconds`.
@@ -131,6 +133,7 @@ impl Settings {
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),
+            outbox_worker: parsed("OUTBOX_WORKER", true)?,
             password_hash_concurrency: parsed(
                 "PASSWORD_HASH_CONCURRENCY",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -129,7 +129,10 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, "boxoffice is serving");
         let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
         let delivery = outbox::Delivery::new(state.settings.outbox_webhook_url.clone());
-        let jobs = tokio::spawn(outbox::run(state.pool.clone(), delivery, jobs_stopped));
+        let jobs = state
+            .settings
+            .outbox_worker
+            .then(|| tokio::spawn(outbox::run(state.pool.clone(), delivery, jobs_stopped)));
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -139,7 +142,9 @@ impl Application {
         tracing::info!("stopped accepting; flushing the engine");
         state.engine.shutdown().await;
         let _ = stop_jobs.send(true);
-        let _ = jobs.await;
+        if let Some(jobs) = jobs {
+            let _ = jobs.await;
+        }
         state.pool.close().await;
         tracing::info!("shutdown complete");
         Ok(())

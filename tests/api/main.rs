@@ -3,10 +3,13 @@
 
 mod auth;
 mod bookings;
+mod cache;
 mod concurrency;
 mod discounts;
 mod events;
+mod export;
 mod health;
 mod helpers;
+mod jobs;
 mod reservations;
 mod sections;
