@@ -166,7 +166,13 @@ pub fn router(state: AppState) -> Router {
         .merge(bookings::routes())
         .merge(discounts::routes())
         .merge(openapi::routes())
-        .fallback(|| async { ApiError::not_found("route") })
+        .fallback(|method: axum::http::Method| async move {
+            // Unmatched paths are counted under one route value, never their raw path.
+            metrics::counter!("boxoffice_http_requests_total",
+                "method" => telemetry::method_label(&method), "route" => "unmatched", "status" => "404")
+            .increment(1);
+            ApiError::not_found("route")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -51,6 +51,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
+            describe_metrics();
             // Histograms are kept in rolling windows that need draining now and then.
             let upkeep = handle.clone();
             std::thread::Builder::new()
@@ -65,12 +66,142 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// HELP text for every metric, and a zero for every counter and gauge with a known label
+/// set, so that dashboards show 0 rather than "no data" before the first event.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "boxoffice_http_requests_total",
+        "HTTP requests by method, matched route and status"
+    );
+    describe_histogram!(
+        "boxoffice_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method, matched route and status"
+    );
+    describe_counter!("boxoffice_reservations_total", "Hold requests by outcome");
+    describe_counter!(
+        "boxoffice_bookings_total",
+        "Booking confirmations by outcome"
+    );
+    describe_gauge!("boxoffice_event_actors", "Event actors alive");
+    describe_counter!(
+        "boxoffice_event_actor_starts_total",
+        "Event actors started (first use or rebuild)"
+    );
+    describe_counter!(
+        "boxoffice_event_actor_restarts_total",
+        "Event actors that failed and were rebuilt"
+    );
+    describe_counter!(
+        "boxoffice_event_actor_stops_total",
+        "Event actors stopped (idle or shutdown)"
+    );
+    describe_gauge!(
+        "boxoffice_engine_in_flight",
+        "Requests admitted to the engine and not yet answered"
+    );
+    describe_counter!(
+        "boxoffice_engine_shed_total",
+        "Requests refused by admission control (503)"
+    );
+    describe_histogram!(
+        "boxoffice_engine_call_duration_seconds",
+        Unit::Seconds,
+        "Time from admission to the engine's durable answer, by operation"
+    );
+    describe_histogram!(
+        "boxoffice_flush_duration_seconds",
+        Unit::Seconds,
+        "Write-behind flush (one transaction) latency"
+    );
+    describe_histogram!(
+        "boxoffice_flush_batch_changes",
+        "Row changes per write-behind batch, before coalescing"
+    );
+    describe_histogram!(
+        "boxoffice_flush_batch_requests",
+        "Requests answered per write-behind batch"
+    );
+    describe_counter!(
+        "boxoffice_flush_rows_total",
+        "Rows written by committed flushes, after coalescing"
+    );
+    describe_counter!(
+        "boxoffice_flush_failures_total",
+        "Flushes that did not commit"
+    );
+    describe_counter!("boxoffice_holds_expired_total", "Holds expired");
+    describe_gauge!(
+        "boxoffice_inventory_seats",
+        "Seats and tickets of events with a live actor, by state"
+    );
+    describe_histogram!(
+        "boxoffice_event_load_duration_seconds",
+        Unit::Seconds,
+        "Loading an event from PostgreSQL (start or recovery)"
+    );
+    describe_gauge!(
+        "boxoffice_db_pool_connections",
+        "Database pool connections by state (in_use, idle)"
+    );
+    describe_histogram!(
+        "boxoffice_db_acquire_duration_seconds",
+        Unit::Seconds,
+        "Wait for a pooled connection"
+    );
+    describe_counter!(
+        "boxoffice_cache_requests_total",
+        "Cache look-ups by cache and result (hit, miss)"
+    );
+    describe_counter!("boxoffice_cache_errors_total", "Cache backend errors");
+    describe_counter!(
+        "boxoffice_jobs_queued_total",
+        "Background jobs queued in the outbox"
+    );
+    describe_counter!(
+        "boxoffice_jobs_total",
+        "Background job attempts by result (delivered, retried, failed)"
+    );
+    describe_gauge!(
+        "boxoffice_jobs_pending",
+        "Background jobs waiting for delivery"
+    );
+
+    for name in [
+        "boxoffice_event_actor_starts_total",
+        "boxoffice_event_actor_restarts_total",
+        "boxoffice_event_actor_stops_total",
+        "boxoffice_engine_shed_total",
+        "boxoffice_flush_rows_total",
+        "boxoffice_flush_failures_total",
+        "boxoffice_holds_expired_total",
+        "boxoffice_jobs_queued_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for result in ["delivered", "retried", "failed"] {
+        metrics::counter!("boxoffice_jobs_total", "result" => result).absolute(0);
+    }
+    metrics::counter!("boxoffice_cache_errors_total", "backend" => "redis").absolute(0);
+    for name in [
+        "boxoffice_event_actors",
+        "boxoffice_engine_in_flight",
+        "boxoffice_jobs_pending",
+    ] {
+        metrics::gauge!(name).set(0.0);
+    }
+    for state in ["available", "held", "booked"] {
+        metrics::gauge!("boxoffice_inventory_seats", "state" => state).increment(0.0);
+    }
+}
+
 /// Records every request's latency by method, matched route and status, and logs slow
 /// ones. The route is the pattern (`/events/{id}`), never the raw path, so label values stay
 /// bounded however many ids are requested.
 pub async fn track_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -80,18 +211,34 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     metrics::histogram!(
         "boxoffice_http_request_duration_seconds",
-        "method" => method.clone(), "route" => route.clone(), "status" => status.clone()
+        "method" => method, "route" => route.clone(), "status" => status.clone()
     )
     .record(elapsed.as_secs_f64());
     metrics::counter!(
         "boxoffice_http_requests_total",
-        "method" => method.clone(), "route" => route.clone(), "status" => status
+        "method" => method, "route" => route.clone(), "status" => status
     )
     .increment(1);
     if elapsed > slow_request_threshold() {
         tracing::warn!(%method, %route, elapsed_ms = elapsed.as_millis() as u64, "slow request");
     }
     response
+}
+
+/// The method as a label value: the standard ones by name, anything else as OTHER, so a
+/// client inventing methods cannot create series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 static SLOW_REQUEST: OnceLock<Duration> = OnceLock::new();

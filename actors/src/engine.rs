@@ -295,7 +295,7 @@ impl Engine {
         event_id: EventId,
         request: HoldRequest,
     ) -> Result<HoldOutcome, EngineError> {
-        self.call(event_id, |r| EventMessage::Hold(request.clone(), r))
+        self.call(event_id, "hold", |r| EventMessage::Hold(request.clone(), r))
             .await
     }
 
@@ -306,8 +306,10 @@ impl Engine {
         requester: Requester,
         hold_id: HoldId,
     ) -> Result<HoldView, EngineError> {
-        self.call(event_id, |r| EventMessage::Release(requester, hold_id, r))
-            .await
+        self.call(event_id, "release", |r| {
+            EventMessage::Release(requester, hold_id, r)
+        })
+        .await
     }
 
     /// Confirms holds into a booking.
@@ -316,8 +318,10 @@ impl Engine {
         event_id: EventId,
         request: ConfirmRequest,
     ) -> Result<BookingOutcome, EngineError> {
-        self.call(event_id, |r| EventMessage::Confirm(request.clone(), r))
-            .await
+        self.call(event_id, "confirm", |r| {
+            EventMessage::Confirm(request.clone(), r)
+        })
+        .await
     }
 
     /// Cancels a booking.
@@ -327,7 +331,7 @@ impl Engine {
         requester: Requester,
         booking_id: BookingId,
     ) -> Result<BookingView, EngineError> {
-        self.call(event_id, |r| {
+        self.call(event_id, "cancel_booking", |r| {
             EventMessage::CancelBooking(requester, booking_id, r)
         })
         .await
@@ -339,8 +343,10 @@ impl Engine {
         event_id: EventId,
         section: NewSection,
     ) -> Result<SectionSnapshot, EngineError> {
-        self.call(event_id, |r| EventMessage::AddSection(section.clone(), r))
-            .await
+        self.call(event_id, "add_section", |r| {
+            EventMessage::AddSection(section.clone(), r)
+        })
+        .await
     }
 
     /// Adds a discount code to an event.
@@ -349,8 +355,10 @@ impl Engine {
         event_id: EventId,
         discount: NewDiscount,
     ) -> Result<DiscountView, EngineError> {
-        self.call(event_id, |r| EventMessage::AddDiscount(discount.clone(), r))
-            .await
+        self.call(event_id, "add_discount", |r| {
+            EventMessage::AddDiscount(discount.clone(), r)
+        })
+        .await
     }
 
     /// Changes an event's status or selling rules.
@@ -359,7 +367,7 @@ impl Engine {
         event_id: EventId,
         update: SettingsUpdate,
     ) -> Result<EventRules, EngineError> {
-        self.call(event_id, |r| {
+        self.call(event_id, "update_settings", |r| {
             EventMessage::UpdateSettings(update.clone(), r)
         })
         .await
@@ -367,7 +375,7 @@ impl Engine {
 
     /// Waits until every decision already made for the event is durable.
     pub async fn sync(&self, event_id: EventId) -> Result<(), EngineError> {
-        self.call(event_id, EventMessage::Sync).await
+        self.call(event_id, "sync", EventMessage::Sync).await
     }
 
     /// The event's latest snapshot, starting its actor if needed. Never waits in a mailbox.
@@ -390,12 +398,30 @@ impl Engine {
     }
 
     /// Sends a request to an event's actor and waits for its durable answer.
-    async fn call<T, F>(&self, event_id: EventId, make: F) -> Result<T, EngineError>
+    async fn call<T, F>(
+        &self,
+        event_id: EventId,
+        op: &'static str,
+        make: F,
+    ) -> Result<T, EngineError>
     where
         T: Send + 'static,
         F: Fn(Reply<T>) -> EventMessage,
     {
         let _admitted = self.admit()?;
+        let started = std::time::Instant::now();
+        let answer = self.send(event_id, make).await;
+        metrics::histogram!("boxoffice_engine_call_duration_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    /// Finds the actor and sends, re-sending when the actor stopped before handling it.
+    async fn send<T, F>(&self, event_id: EventId, make: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: Fn(Reply<T>) -> EventMessage,
+    {
         for _ in 0..MAX_SEND_ATTEMPTS {
             let handle = self.shared.handle_for(event_id).await?;
             let _event_slot = handle

@@ -11,5 +11,6 @@ mod export;
 mod health;
 mod helpers;
 mod jobs;
+mod observability;
 mod reservations;
 mod sections;

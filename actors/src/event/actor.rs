@@ -74,6 +74,8 @@ pub struct EventState {
     last_request: Instant,
     /// Who waits for this actor to flush everything and stop.
     drain_waiters: Vec<RpcReplyPort<()>>,
+    /// This event's (available, held, booked) as last added to the node-wide gauges.
+    reported_seats: (u32, u32, u32),
 }
 
 impl Actor for EventActor {
@@ -99,6 +101,7 @@ impl Actor for EventActor {
             idle_timer: None,
             last_request: Instant::now(),
             drain_waiters: Vec::new(),
+            reported_seats: (0, 0, 0),
         };
         state.open.add(args.pending);
         state.publish(true);
@@ -359,8 +362,8 @@ impl EventState {
             metrics::histogram!("boxoffice_flush_batch_requests").record(batch.parked.len() as f64);
             match &result {
                 Ok(()) => {
-                    metrics::counter!("boxoffice_flush_changes_total")
-                        .increment(batch.changes as u64);
+                    metrics::counter!("boxoffice_flush_rows_total")
+                        .increment(batch.writes.rows() as u64);
                     batch.answer(Ok(()));
                 }
                 Err(error) => {
@@ -408,8 +411,26 @@ impl EventState {
             return;
         }
         let snapshot = self.inventory.snapshot(refresh_seats);
+        self.report_seats((snapshot.available, snapshot.held, snapshot.booked));
         self.published_version = snapshot.version;
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Moves the node-wide seat gauges (summed over live actors, no event label) by this
+    /// event's change since it last reported.
+    fn report_seats(&mut self, now: (u32, u32, u32)) {
+        let before = self.reported_seats;
+        for (state, old, new) in [
+            ("available", before.0, now.0),
+            ("held", before.1, now.1),
+            ("booked", before.2, now.2),
+        ] {
+            if old != new {
+                metrics::gauge!("boxoffice_inventory_seats", "state" => state)
+                    .increment(f64::from(new) - f64::from(old));
+            }
+        }
+        self.reported_seats = now;
     }
 
     fn cancel_timers(&mut self) {
@@ -424,7 +445,9 @@ impl EventState {
 
 impl Drop for EventState {
     fn drop(&mut self) {
-        // post_stop does not run when an actor fails; make sure no timer outlives it.
+        // post_stop does not run when an actor fails; make sure no timer outlives it, and
+        // take this event out of the node-wide gauges.
         self.cancel_timers();
+        self.report_seats((0, 0, 0));
     }
 }

@@ -58,6 +58,25 @@ impl Writes {
             && self.settings.is_none()
     }
 
+    /// Rows this batch writes (after coalescing), seats of new sections included.
+    pub fn rows(&self) -> usize {
+        self.sections_new.len()
+            + self
+                .sections_new
+                .iter()
+                .map(|s| s.seats.len())
+                .sum::<usize>()
+            + self.discounts_new.len()
+            + self.bookings_new.len()
+            + self.holds_new.len()
+            + self.hold_updates.len()
+            + self.seats.len()
+            + self.sections.len()
+            + self.booking_cancels.len()
+            + self.discounts_used.len()
+            + usize::from(self.event.is_some() || self.settings.is_some())
+    }
+
     fn add(&mut self, change: Change) {
         match change {
             Change::HoldCreated(row) => {

@@ -27,7 +27,11 @@ pub async fn write(
     epoch: i64,
     w: &Writes,
 ) -> Result<(), FlushError> {
-    let mut tx = pool.begin().await?;
+    let acquiring = std::time::Instant::now();
+    let mut conn = pool.acquire().await?;
+    metrics::histogram!("boxoffice_db_acquire_duration_seconds", "user" => "write_behind")
+        .record(acquiring.elapsed().as_secs_f64());
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let stored: Option<i64> =
         sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1 FOR UPDATE")
             .bind(event_id)
@@ -432,7 +436,7 @@ async fn enqueue_jobs(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     if confirmed.is_empty() && cancelled.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let queued = sqlx::query(
         "INSERT INTO outbox (kind, payload)
          SELECT k.kind, jsonb_build_object(
                     'bookingId', b.id, 'bookingReference', b.booking_reference,
@@ -451,6 +455,9 @@ async fn enqueue_jobs(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     .bind(cancelled)
     .execute(&mut **tx)
     .await?;
+    // Counted before COMMIT: a failed flush over-counts by its jobs, which the failure
+    // counter makes visible.
+    metrics::counter!("boxoffice_jobs_queued_total").increment(queued.rows_affected());
     Ok(())
 }
 
