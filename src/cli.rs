@@ -25,6 +25,9 @@ pub enum Command {
     /// Seed a demo organizer, buyer (test@example.com / password), venue and an event on
     /// sale with GENERAL and RESERVED sections.
     SeedDemo,
+    /// Drive an on-sale burst against a running server and check the result in PostgreSQL
+    /// (needs the server's DATABASE_URL and JWT_SECRET).
+    Loadtest(crate::loadtest::LoadtestArgs),
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             println!("demo event {event_id} is on sale; buyer test@example.com / password, organizer organizer@example.com / organizer-password");
             Ok(())
         }
+        Command::Loadtest(args) => crate::loadtest::run(args, settings).await,
         Command::Migrate => {
             db::prepare(&settings).await?;
             tracing::info!(database = %settings.database_url_redacted(), "migrated");

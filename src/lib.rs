@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod loadtest;
 pub mod openapi;
 pub mod outbox;
 pub mod reservations;

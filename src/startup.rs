@@ -32,9 +32,21 @@ use crate::{
     telemetry, venues,
 };
 
-/// What every handler can reach.
+/// What every handler can reach. Handlers receive a clone per request, so it is one `Arc`:
+/// cloning the fields themselves (keys, clients) would allocate on every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// The shared resources behind [`AppState`].
+pub struct AppContext {
     /// The database pool (reads and the engine's writes).
     pub pool: PgPool,
     /// The reservation engine.
@@ -78,7 +90,7 @@ impl Application {
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
-        let state = AppState {
+        let state = AppState(Arc::new(AppContext {
             cache: Arc::new(Cache::new(redis.clone(), settings.cache_prefix.clone())),
             keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
             passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(5)),
@@ -91,7 +103,7 @@ impl Application {
             engine,
             redis,
             settings: Arc::new(settings),
-        };
+        }));
         Ok(Application {
             router: router(state.clone()),
             listener,

@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use ractor::concurrency::JoinHandle;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef, ActorStatus};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -17,6 +18,7 @@ use crate::clock::Clock;
 use crate::error::EngineError;
 use crate::event::{EventArgs, EventMessage, Reply};
 use crate::ids::IdAllocator;
+use crate::io_runtime::IoRuntime;
 use crate::inventory::{EventRules, Inventory, InventorySnapshot, SectionSnapshot};
 use crate::recovery::{self, LoadError};
 use crate::supervisor::{EventSupervisor, SupervisorMessage};
@@ -44,6 +46,9 @@ pub struct EngineConfig {
     pub id_block_size: usize,
     /// Attempts to rebuild a failed actor before leaving it to the next request.
     pub restart_attempts: u32,
+    /// Connections of the engine's own pool (flushes, loads, id blocks). One flush runs per
+    /// busy event, so this bounds how many events commit at once.
+    pub db_connections: u32,
     /// How long shutdown waits for in-flight requests and flushes.
     pub shutdown_timeout_ms: u64,
 }
@@ -59,6 +64,7 @@ impl Default for EngineConfig {
             idle_timeout_seconds: 300,
             id_block_size: 2_000,
             restart_attempts: 8,
+            db_connections: 8,
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -125,8 +131,10 @@ const SPAWN_LOCK_STRIPES: usize = 64;
 
 /// Engine-wide resources shared by the engine handle, the supervisor and every actor.
 pub struct Shared {
-    /// The database.
+    /// The engine's own connection pool, its connections living on `io`.
     pub(crate) pool: PgPool,
+    /// The thread the engine's database work runs on.
+    pub(crate) io: IoRuntime,
     /// Limits and timings.
     pub(crate) config: EngineConfig,
     /// Wall-clock milliseconds that advance with tokio's clock.
@@ -185,7 +193,10 @@ impl Shared {
         }
 
         let started = std::time::Instant::now();
-        let (stored, epoch) = recovery::load(&self.pool, event_id)
+        let pool = self.pool.clone();
+        let (stored, epoch) = self
+            .io
+            .run(async move { recovery::load(&pool, event_id).await })
             .await
             .map_err(|e| match e {
                 LoadError::NotFound => EngineError::EventNotFound,
@@ -246,10 +257,27 @@ impl Drop for Admitted {
 
 impl Engine {
     /// Starts the engine: id prefetching and the supervisor. Actors start on first use.
+    /// `pool` only lends its connection options: the engine opens a pool of its own
+    /// (`db_connections` connections) on its I/O thread.
     pub async fn start(pool: PgPool, config: EngineConfig) -> Result<Engine, EngineError> {
+        let io = IoRuntime::start();
+        let options = (*pool.connect_options()).clone();
+        let size = config.db_connections;
+        let pool = io
+            .run(async move {
+                PgPoolOptions::new()
+                    .max_connections(size)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("engine pool: {e}")))?;
         let shared = Arc::new(Shared {
-            hold_ids: IdAllocator::new(pool.clone(), "reservations_id_seq", config.id_block_size),
-            booking_ids: IdAllocator::new(pool.clone(), "bookings_id_seq", config.id_block_size),
+            hold_ids: IdAllocator::new(pool.clone(), io.handle().clone(), "reservations_id_seq", config.id_block_size),
+            booking_ids: IdAllocator::new(pool.clone(), io.handle().clone(), "bookings_id_seq", config.id_block_size),
+            io,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight_total)),
             registry: DashMap::new(),
             spawn_locks: (0..SPAWN_LOCK_STRIPES)
@@ -503,5 +531,7 @@ impl Engine {
         if let Some(join) = self.supervisor.lock().await.take() {
             let _ = join.await;
         }
+        let pool = self.shared.pool.clone();
+        self.shared.io.run(async move { pool.close().await }).await;
     }
 }

@@ -16,6 +16,8 @@ use sqlx::PgPool;
 pub struct IdAllocator {
     /// The pool blocks are fetched through.
     pool: PgPool,
+    /// The engine's I/O runtime, where fetches run.
+    io: tokio::runtime::Handle,
     /// The sequence, e.g. `reservations_id_seq`.
     sequence: &'static str,
     /// Ids per fetch.
@@ -27,10 +29,11 @@ pub struct IdAllocator {
 }
 
 impl IdAllocator {
-    pub fn new(pool: PgPool, sequence: &'static str, block_size: usize) -> Arc<Self> {
+    pub fn new(pool: PgPool, io: tokio::runtime::Handle, sequence: &'static str, block_size: usize) -> Arc<Self> {
         assert!(block_size > 0);
         Arc::new(IdAllocator {
             pool,
+            io,
             sequence,
             block_size,
             ready: Mutex::new(VecDeque::with_capacity(block_size * 2)),
@@ -47,7 +50,7 @@ impl IdAllocator {
         };
         if low && !self.refilling.swap(true, Ordering::AcqRel) {
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            self.io.spawn(async move {
                 if let Err(e) = this.refill().await {
                     tracing::warn!(sequence = this.sequence, error = %e, "id prefetch failed");
                 }
@@ -63,7 +66,11 @@ impl IdAllocator {
             if let Some(id) = self.try_next() {
                 return Ok(id);
             }
-            self.refill().await?;
+            let this = Arc::clone(self);
+            self.io
+                .spawn(async move { this.refill().await })
+                .await
+                .map_err(|e| sqlx::Error::Protocol(format!("id fetch task failed: {e}")))??;
         }
     }
 

@@ -11,11 +11,13 @@
 //!
 //! The engine knows nothing of HTTP; the server crate calls it through [`Engine`].
 
+pub mod audit;
 pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod io_runtime;
 pub mod inventory;
 pub mod recovery;
 pub mod supervisor;

@@ -173,13 +173,16 @@ impl Actor for EventActor {
                     let _ = reply.send(Err(refusal.into()));
                 } else {
                     let seats = Inventory::seats_needed(&new.spec) as usize;
-                    let pool = &state.shared.pool;
-                    let allocated = async {
-                        let section = ids::fetch(pool, "event_sections_id_seq", 1).await?;
-                        let seat_ids = ids::fetch(pool, "seats_id_seq", seats).await?;
-                        Ok::<_, sqlx::Error>((section[0], seat_ids))
-                    }
-                    .await;
+                    let pool = state.shared.pool.clone();
+                    let allocated = state
+                        .shared
+                        .io
+                        .run(async move {
+                            let section = ids::fetch(&pool, "event_sections_id_seq", 1).await?;
+                            let seat_ids = ids::fetch(&pool, "seats_id_seq", seats).await?;
+                            Ok::<_, sqlx::Error>((section[0], seat_ids))
+                        })
+                        .await;
                     match allocated {
                         Ok((section_id, seat_ids)) => {
                             let decision = state.inventory.add_section(section_id, new, &seat_ids);
@@ -194,7 +197,13 @@ impl Actor for EventActor {
             }
             EventMessage::AddDiscount(new, reply) => {
                 state.last_request = Instant::now();
-                match ids::fetch(&state.shared.pool, "discounts_id_seq", 1).await {
+                let pool = state.shared.pool.clone();
+                let fetched = state
+                    .shared
+                    .io
+                    .run(async move { ids::fetch(&pool, "discounts_id_seq", 1).await })
+                    .await;
+                match fetched {
                     Ok(id) => {
                         let decision = state.inventory.add_discount(id[0], new, now_ms);
                         state.decide(decision, reply);
@@ -347,7 +356,7 @@ impl EventState {
         let pool = self.shared.pool.clone();
         let timeout = self.shared.config.flush_timeout();
         let (event_id, epoch) = (self.inventory.event_id(), self.epoch);
-        tokio::spawn(async move {
+        self.shared.io.spawn(async move {
             let started = std::time::Instant::now();
             let written =
                 tokio::time::timeout(timeout, flush::write(&pool, event_id, epoch, &batch.writes));

@@ -134,84 +134,10 @@ pub async fn section_counts(
     .collect()
 }
 
-/// Checks the invariants of DESIGN.md in PostgreSQL, panicking with the first one broken.
+/// Checks the invariants of DESIGN.md in PostgreSQL, panicking with those broken.
 pub async fn assert_invariants(pool: &PgPool, event_id: EventId) {
-    // 1. available + held + booked = capacity (a CHECK constraint), and held / booked equal
-    //    what the ACTIVE / CONFIRMED reservations add up to.
-    let mismatched: Vec<(i64, i32, i64, i32, i64)> = sqlx::query_as(
-        "SELECT s.id, s.held, COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE'), 0),
-                s.booked, COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'CONFIRMED'), 0)
-         FROM event_sections s LEFT JOIN reservations r ON r.section_id = s.id
-         WHERE s.event_id = $1
-         GROUP BY s.id
-         HAVING s.held <> COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE'), 0)
-             OR s.booked <> COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'CONFIRMED'), 0)
-             OR s.available + s.held + s.booked <> s.capacity OR s.available < 0",
-    )
-    .bind(event_id)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert!(
-        mismatched.is_empty(),
-        "section counts disagree with reservations: {mismatched:?}"
-    );
-
-    // 2. A seat is in at most one ACTIVE hold or CONFIRMED booking, and the seat rows agree.
-    let doubled: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT seat, count(*) FROM reservations, unnest(seat_ids) AS seat
-         WHERE event_id = $1 AND status IN ('ACTIVE', 'CONFIRMED')
-         GROUP BY seat HAVING count(*) > 1",
-    )
-    .bind(event_id)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert!(
-        doubled.is_empty(),
-        "seats in two holds or bookings: {doubled:?}"
-    );
-    let disagreeing: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM seats s
-         LEFT JOIN reservations r ON r.event_id = s.event_id AND s.id = ANY (r.seat_ids)
-                                  AND r.status IN ('ACTIVE', 'CONFIRMED')
-         WHERE s.event_id = $1 AND NOT (
-             (r.id IS NULL AND s.status = 'AVAILABLE')
-          OR (r.status = 'ACTIVE' AND s.status = 'RESERVED' AND s.reservation_id = r.id)
-          OR (r.status = 'CONFIRMED' AND s.status = 'BOOKED' AND s.booking_id = r.booking_id))",
-    )
-    .bind(event_id)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(disagreeing, 0, "seat rows disagree with reservations");
-
-    // 4. Per buyer: held + booked ≤ max_tickets_per_user.
-    let over: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT r.user_id, sum(r.quantity) FROM reservations r JOIN events e ON e.id = r.event_id
-         WHERE r.event_id = $1 AND r.status IN ('ACTIVE', 'CONFIRMED')
-         GROUP BY r.user_id, e.max_tickets_per_user HAVING sum(r.quantity) > e.max_tickets_per_user",
-    )
-    .bind(event_id)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert!(over.is_empty(), "buyers over the limit: {over:?}");
-
-    // The event's total agrees with its sections.
-    let (stored, summed): (i32, i64) = sqlx::query_as(
-        "SELECT e.available_seats, COALESCE(sum(s.available), 0) FROM events e
-         LEFT JOIN event_sections s ON s.event_id = e.id WHERE e.id = $1 GROUP BY e.id",
-    )
-    .bind(event_id)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        i64::from(stored),
-        summed,
-        "events.available_seats disagrees with its sections"
-    );
+    let broken = boxoffice_engine::audit::violations(pool, event_id).await.unwrap();
+    assert!(broken.is_empty(), "invariants broken: {broken:#?}");
 }
 
 /// The ids of the reservations stored with a status.

@@ -1,0 +1,125 @@
+//! Checking the invariants of DESIGN.md against what PostgreSQL holds. Used by tests after
+//! every concurrent scenario and by the load generator after every run.
+
+use sqlx::PgPool;
+
+use crate::types::EventId;
+
+/// Every invariant violation found for an event, in words. Empty means all hold:
+///
+/// 1. per section: available + held + booked = capacity, nothing negative, and held / booked
+///    equal what the ACTIVE / CONFIRMED reservations add up to;
+/// 2. a seat is in at most one ACTIVE hold or CONFIRMED booking, and the seat rows agree;
+/// 4. per buyer: held + booked ≤ max_tickets_per_user;
+///
+/// plus the event's `available_seats` equals the sum of its sections', and every reservation
+/// names an existing buyer and a section of its event (reservations carry no foreign keys:
+/// see migrations/20261129000003_hot_path.sql).
+pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>, sqlx::Error> {
+    let mut found = Vec::new();
+    let sections: Vec<(i64, i32, i32, i32, i32, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, s.capacity, s.available, s.held, s.booked,
+                COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE'), 0),
+                COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'CONFIRMED'), 0)
+         FROM event_sections s LEFT JOIN reservations r ON r.section_id = s.id
+         WHERE s.event_id = $1 GROUP BY s.id ORDER BY s.id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    for (id, capacity, available, held, booked, active, confirmed) in sections {
+        if available < 0 || held < 0 || booked < 0 || available + held + booked != capacity {
+            found.push(format!(
+                "section {id}: available {available} + held {held} + booked {booked} != capacity {capacity}"
+            ));
+        }
+        if i64::from(held) != active || i64::from(booked) != confirmed {
+            found.push(format!(
+                "section {id}: counts held {held} / booked {booked}, reservations {active} / {confirmed}"
+            ));
+        }
+    }
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT seat FROM reservations, unnest(seat_ids) AS seat
+                               WHERE event_id = $1 AND status IN ('ACTIVE', 'CONFIRMED')
+                               GROUP BY seat HAVING count(*) > 1) d",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if doubled > 0 {
+        found.push(format!("{doubled} seats are in two holds or bookings"));
+    }
+    let disagreeing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM seats s
+         LEFT JOIN reservations r ON r.event_id = s.event_id AND s.id = ANY (r.seat_ids)
+                                  AND r.status IN ('ACTIVE', 'CONFIRMED')
+         WHERE s.event_id = $1 AND NOT (
+             (r.id IS NULL AND s.status = 'AVAILABLE')
+          OR (r.status = 'ACTIVE' AND s.status = 'RESERVED' AND s.reservation_id = r.id)
+          OR (r.status = 'CONFIRMED' AND s.status = 'BOOKED' AND s.booking_id = r.booking_id))",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if disagreeing > 0 {
+        found.push(format!("{disagreeing} seat rows disagree with the reservations"));
+    }
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT r.user_id FROM reservations r JOIN events e ON e.id = r.event_id
+                               WHERE r.event_id = $1 AND r.status IN ('ACTIVE', 'CONFIRMED')
+                               GROUP BY r.user_id, e.max_tickets_per_user
+                               HAVING sum(r.quantity) > e.max_tickets_per_user) o",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if over > 0 {
+        found.push(format!("{over} buyers hold more than max_tickets_per_user"));
+    }
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM reservations r
+         WHERE r.event_id = $1
+           AND (NOT EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
+                OR NOT EXISTS (SELECT 1 FROM event_sections s WHERE s.id = r.section_id AND s.event_id = r.event_id))",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if orphans > 0 {
+        found.push(format!("{orphans} reservations name a buyer or section that does not exist"));
+    }
+    let (stored, summed): (i32, i64) = sqlx::query_as(
+        "SELECT e.available_seats, COALESCE(sum(s.available), 0) FROM events e
+         LEFT JOIN event_sections s ON s.event_id = e.id WHERE e.id = $1 GROUP BY e.id",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if i64::from(stored) != summed {
+        found.push(format!("events.available_seats {stored} but sections add up to {summed}"));
+    }
+    Ok(found)
+}
+
+/// The hold ids of `acknowledged` that PostgreSQL does not have.
+pub async fn missing_holds(pool: &PgPool, acknowledged: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT acked.hold_id FROM unnest($1::bigint[]) AS acked(hold_id)
+         WHERE NOT EXISTS (SELECT 1 FROM reservations r WHERE r.id = acked.hold_id)",
+    )
+    .bind(acknowledged)
+    .fetch_all(pool)
+    .await
+}
+
+/// The booking references of `acknowledged` that PostgreSQL does not have.
+pub async fn missing_bookings(pool: &PgPool, acknowledged: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT acked.reference FROM unnest($1::text[]) AS acked(reference)
+         WHERE NOT EXISTS (SELECT 1 FROM bookings b WHERE b.booking_reference = acked.reference)",
+    )
+    .bind(acknowledged)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,328 @@
+//! `boxoffice loadtest`: an on-sale burst against a running server, measured with HDR
+//! histograms, then checked against PostgreSQL: the invariants of DESIGN.md hold and every
+//! acknowledged hold and booking is stored. Any violation is reported loudly and the
+//! command exits non-zero.
+//!
+//! Scenarios:
+//! - `hot-ga`: one GENERAL section far larger than the run can sell, holds of 2;
+//! - `sellout`: a RESERVED section of 20,000 seats, buyers asking for 1–4 best-available
+//!   seats, confirming most holds (some with a discount), abandoning some to expire, until
+//!   sold out;
+//! - `browse`: `GET /health/live` and then `GET /events/{id}/inventory`, same concurrency,
+//!   to compare inventory reads with the cheapest route there is.
+
+mod drive;
+mod setup;
+mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::jwt::Keys;
+use crate::config::Settings;
+use drive::{Action, Ctx};
+use stats::{SeriesSummary, Stats};
+
+/// The scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    HotGa,
+    Sellout,
+    Browse,
+}
+
+/// `boxoffice loadtest` options.
+#[derive(Debug, clap::Args)]
+pub struct LoadtestArgs {
+    /// The server to load (loopback only in this project's scripts).
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub target: String,
+    #[arg(long, value_enum, default_value = "hot-ga")]
+    pub scenario: Scenario,
+    /// Closed loop: this many concurrent buyers, each sending when answered.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Open loop instead: this many requests per second, on schedule.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Seconds to run (sellout: at most this long).
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Buyer accounts to create.
+    #[arg(long, default_value_t = 2000)]
+    pub buyers: usize,
+    /// Open loop: most requests outstanding before the generator counts itself saturated.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_in_flight: u64,
+    /// The server's process id, to sample its memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Memory {
+    start_mib: f64,
+    max_mib: f64,
+    end_mib: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    scenario: Scenario,
+    mode: &'static str,
+    concurrency: Option<usize>,
+    rate: Option<u64>,
+    seconds: f64,
+    event_id: i64,
+    holds: Option<SeriesSummary>,
+    confirms: Option<SeriesSummary>,
+    health_reads: Option<SeriesSummary>,
+    inventory_reads: Option<SeriesSummary>,
+    inventory_to_health_ratio: Option<f64>,
+    sold_out_after_seconds: Option<f64>,
+    capacity: i64,
+    booked: i64,
+    abandoned_holds: u64,
+    generator_skipped: u64,
+    server_memory: Option<Memory>,
+    violations: Vec<String>,
+    missing_holds: usize,
+    missing_bookings: usize,
+    passed: bool,
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Samples a process's memory every 250 ms until stopped.
+fn sample_memory(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Option<Memory>> {
+    tokio::spawn(async move {
+        let pid = pid?;
+        let start = rss_mib(pid)?;
+        let (mut max, mut end) = (start, start);
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(now) = rss_mib(pid) {
+                max = max.max(now);
+                end = now;
+            }
+        }
+        Some(Memory { start_mib: start, max_mib: max, end_mib: end })
+    })
+}
+
+fn progress(json: bool, seconds: u64) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(seconds);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} requests ({per_sec}) {msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Runs a load test. Errors when the run could not be set up or any check failed.
+pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
+    if settings.jwt_secret_generated {
+        bail!("set JWT_SECRET to the server's secret: the load generator mints its buyers' tokens");
+    }
+    let pool = crate::db::connect(&settings).await?;
+    let keys = Keys::new(settings.jwt_secret.expose(), 24 * 3600)?;
+    let target = args.target.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency.max(64))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    client.get(format!("{target}/health/ready")).send().await
+        .with_context(|| format!("no server at {target}"))?
+        .error_for_status()
+        .context("the server is not ready")?;
+
+    let (plan, action) = match args.scenario {
+        Scenario::HotGa | Scenario::Browse => (
+            setup::EventPlan {
+                name: format!("Load test ({:?})", args.scenario),
+                section: json!({"name": "Floor", "type": "GENERAL", "capacity": 1_000_000, "priceCents": 5000}),
+                max_tickets_per_user: 1000,
+                hold_ttl_seconds: 3600,
+                discount: false,
+            },
+            if args.scenario == Scenario::HotGa { Action::HotGaHold } else { Action::Read },
+        ),
+        Scenario::Sellout => (
+            setup::EventPlan {
+                name: "Load test (sellout)".into(),
+                section: json!({"name": "Arena", "type": "RESERVED", "rows": 100, "seatsPerRow": 200, "priceCents": 8000}),
+                max_tickets_per_user: 40,
+                hold_ttl_seconds: 10,
+                discount: true,
+            },
+            Action::SelloutBuy,
+        ),
+    };
+    let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
+    let event_id = prepared.event_id;
+    let ctx = |action: Action, read_path: String, seconds: u64| {
+        let started = Instant::now();
+        Arc::new(Ctx {
+            client: client.clone(),
+            target: target.clone(),
+            event_id,
+            section_id: prepared.section_id,
+            tokens: prepared.buyer_tokens.clone(),
+            discount_code: prepared.discount_code.clone(),
+            read_path,
+            action,
+            deadline: started + Duration::from_secs(seconds),
+            done: AtomicBool::new(false),
+            sold_out_after_us: AtomicU64::new(0),
+            started,
+            progress: progress(args.json, seconds),
+            in_flight: AtomicU64::new(0),
+        })
+    };
+
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_memory(args.server_pid, stop_sampling.clone());
+    let mut report = Report {
+        scenario: args.scenario,
+        mode: if args.rate.is_some() { "open" } else { "closed" },
+        concurrency: args.rate.is_none().then_some(args.concurrency),
+        rate: args.rate,
+        seconds: 0.0,
+        event_id,
+        holds: None,
+        confirms: None,
+        health_reads: None,
+        inventory_reads: None,
+        inventory_to_health_ratio: None,
+        sold_out_after_seconds: None,
+        capacity: 0,
+        booked: 0,
+        abandoned_holds: 0,
+        generator_skipped: 0,
+        server_memory: None,
+        violations: Vec::new(),
+        missing_holds: 0,
+        missing_bookings: 0,
+        passed: false,
+    };
+    let drive = |ctx: Arc<Ctx>| async {
+        match args.rate {
+            Some(rate) => drive::open_loop(ctx, rate, args.max_in_flight).await,
+            None => (drive::closed_loop(ctx, args.concurrency).await, 0),
+        }
+    };
+    let mut stats = Stats::default();
+    if action == Action::Read {
+        let half = (args.duration / 2).max(1);
+        let health = ctx(Action::Read, "/health/live".into(), half);
+        let (h, _) = drive(health.clone()).await;
+        health.progress.finish_and_clear();
+        let inventory = ctx(Action::Read, format!("/events/{event_id}/inventory"), half);
+        let (i, _) = drive(inventory.clone()).await;
+        inventory.progress.finish_and_clear();
+        let secs = half as f64;
+        report.inventory_to_health_ratio = Some(i.reads.ok as f64 / h.reads.ok.max(1) as f64);
+        report.health_reads = Some(h.reads.summary(secs));
+        report.inventory_reads = Some(i.reads.summary(secs));
+        report.seconds = 2.0 * secs;
+    } else {
+        let run = ctx(action, String::new(), args.duration);
+        let (s, skipped) = drive(run.clone()).await;
+        run.progress.finish_and_clear();
+        let secs = run.started.elapsed().as_secs_f64();
+        report.seconds = secs;
+        report.generator_skipped = skipped;
+        let sold_out = run.sold_out_after_us.load(Ordering::SeqCst);
+        report.sold_out_after_seconds = (sold_out > 0).then(|| sold_out as f64 / 1e6);
+        report.holds = Some(s.holds.summary(secs));
+        if action == Action::SelloutBuy {
+            report.confirms = Some(s.confirms.summary(secs));
+        }
+        report.abandoned_holds = s.abandoned;
+        stats = s;
+    }
+    stop_sampling.store(true, Ordering::Relaxed);
+    report.server_memory = sampler.await.ok().flatten();
+
+    // The checks: invariants, and every acknowledgement durable.
+    report.violations = boxoffice_engine::audit::violations(&pool, event_id).await?;
+    report.missing_holds = boxoffice_engine::audit::missing_holds(&pool, &stats.acked_holds).await?.len();
+    report.missing_bookings = boxoffice_engine::audit::missing_bookings(&pool, &stats.acked_bookings).await?.len();
+    let (capacity, booked): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(capacity), 0)::bigint, COALESCE(sum(booked), 0)::bigint FROM event_sections WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&pool)
+    .await?;
+    report.capacity = capacity;
+    report.booked = booked;
+    if args.scenario == Scenario::Sellout && report.sold_out_after_seconds.is_some() && booked != capacity {
+        report.violations.push(format!("sold out with {booked} booked of {capacity}"));
+    }
+    report.passed = report.violations.is_empty() && report.missing_holds == 0 && report.missing_bookings == 0;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if !report.passed {
+        bail!(
+            "CHECK FAILED: {} invariant violations {:?}, {} acknowledged holds and {} bookings missing",
+            report.violations.len(),
+            report.violations,
+            report.missing_holds,
+            report.missing_bookings
+        );
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!("scenario {:?} ({} loop, {}), {:.1} s, event {}", r.scenario, r.mode,
+             r.rate.map_or_else(|| format!("concurrency {}", r.concurrency.unwrap_or(0)), |x| format!("{x} req/s")),
+             r.seconds, r.event_id);
+    println!("{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
+             "requests", "total", "ok", "refused", "shed", "errors", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "shed p99");
+    for (name, s) in [("holds", &r.holds), ("confirms", &r.confirms), ("health reads", &r.health_reads), ("inventory reads", &r.inventory_reads)] {
+        if let Some(s) = s {
+            println!("{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.2}",
+                     name, s.requests, s.ok, s.refused, s.shed, s.errors, s.ok_per_second, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.shed_p99_ms);
+        }
+    }
+    if let Some(ratio) = r.inventory_to_health_ratio {
+        println!("inventory reads / health reads: {ratio:.2}");
+    }
+    if let Some(s) = r.sold_out_after_seconds {
+        println!("sold out after {s:.1} s: {} of {} booked, {} holds abandoned to expiry", r.booked, r.capacity, r.abandoned_holds);
+    }
+    if let Some(m) = &r.server_memory {
+        println!("server memory: {:.0} MiB at start, {:.0} MiB max, {:.0} MiB at end", m.start_mib, m.max_mib, m.end_mib);
+    }
+    if r.generator_skipped > 0 {
+        println!("generator saturated: {} scheduled requests not sent", r.generator_skipped);
+    }
+    println!("checks: {} invariant violations, {} acknowledged holds missing, {} bookings missing → {}",
+             r.violations.len(), r.missing_holds, r.missing_bookings, if r.passed { "PASSED" } else { "FAILED" });
+}
