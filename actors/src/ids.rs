@@ -29,7 +29,12 @@ pub struct IdAllocator {
 }
 
 impl IdAllocator {
-    pub fn new(pool: PgPool, io: tokio::runtime::Handle, sequence: &'static str, block_size: usize) -> Arc<Self> {
+    pub fn new(
+        pool: PgPool,
+        io: tokio::runtime::Handle,
+        sequence: &'static str,
+        block_size: usize,
+    ) -> Arc<Self> {
         assert!(block_size > 0);
         Arc::new(IdAllocator {
             pool,

@@ -34,7 +34,9 @@ impl IoRuntime {
                     .enable_all()
                     .build()
                     .expect("the I/O runtime builds");
-                handle_tx.send(runtime.handle().clone()).expect("starter waits");
+                handle_tx
+                    .send(runtime.handle().clone())
+                    .expect("starter waits");
                 runtime.block_on(async {
                     let _ = stop_rx.await;
                 });

@@ -25,13 +25,19 @@ pub enum Action {
 /// What every worker shares.
 pub struct Ctx {
     pub client: reqwest::Client,
-    pub target: String,
-    pub event_id: i64,
-    pub section_id: i64,
     pub tokens: Vec<String>,
     pub discount_code: Option<String>,
-    pub read_path: String,
     pub action: Action,
+    /// Prepared requests: the read, the GENERAL hold, best-available holds by
+    /// (quantity − 1, split), the inventory check.
+    pub read: Prepared,
+    pub hot_ga: Prepared,
+    pub best: Vec<Prepared>,
+    pub inventory: Prepared,
+    pub booking: Prepared,
+    /// Distinguishes this run's idempotency keys.
+    pub run_id: String,
+    pub keys_issued: AtomicU64,
     pub deadline: Instant,
     /// Set when the run should end early (sold out).
     pub done: AtomicBool,
@@ -47,30 +53,117 @@ impl Ctx {
     fn running(&self) -> bool {
         !self.done.load(Ordering::Relaxed) && Instant::now() < self.deadline
     }
+
+    /// A fresh idempotency key: unique per run and request, cheap to make.
+    fn key(&self) -> String {
+        format!(
+            "{}-{}",
+            self.run_id,
+            self.keys_issued.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The prepared requests of a scenario.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_requests(
+        target: &str,
+        event_id: i64,
+        section_id: i64,
+        read_path: &str,
+    ) -> (Prepared, Prepared, Vec<Prepared>, Prepared, Prepared) {
+        let holds = format!("/events/{event_id}/reservations");
+        let hot_ga = Prepared::new(
+            target,
+            &holds,
+            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 2})),
+        );
+        let mut best = Vec::new();
+        for quantity in 1..=4 {
+            for split in [false, true] {
+                best.push(Prepared::new(target, &holds, Some(json!({
+                    "type": "BEST_AVAILABLE", "sectionId": section_id, "quantity": quantity, "allowSplit": split
+                }))));
+            }
+        }
+        (
+            Prepared::new(target, read_path, None),
+            hot_ga,
+            best,
+            Prepared::new(target, &format!("/events/{event_id}/inventory"), None),
+            Prepared::new(target, "/bookings", None),
+        )
+    }
 }
 
-/// Sends one request; returns the status (0 for a transport error), the body when it was
-/// JSON and asked for, and the latency in µs measured from `since`.
-async fn send(ctx: &Ctx, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>, key: bool, since: Instant) -> (u16, Option<Value>, u64) {
-    let mut request = ctx.client.request(method, format!("{}{path}", ctx.target));
+/// The parts of an answer the generator reads. Parsing only these (not a whole JSON tree)
+/// keeps the generator's CPU, which shares the machine with the server, low.
+#[derive(serde::Deserialize, Default)]
+struct Answer {
+    #[serde(default)]
+    data: AnswerData,
+    #[serde(default)]
+    error: AnswerError,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AnswerData {
+    id: Option<i64>,
+    booking_reference: Option<String>,
+    available: Option<u64>,
+    held: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AnswerError {
+    #[serde(default)]
+    code: String,
+}
+
+/// A request ready to send: the URL parsed once, the body serialized once.
+pub struct Prepared {
+    pub url: reqwest::Url,
+    pub body: Option<bytes::Bytes>,
+}
+
+impl Prepared {
+    pub fn new(target: &str, path: &str, body: Option<Value>) -> Prepared {
+        Prepared {
+            url: reqwest::Url::parse(&format!("{target}{path}")).expect("valid URL"),
+            body: body.map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("JSON"))),
+        }
+    }
+}
+
+/// Sends one request; returns the status (0 for a transport error), the parsed answer for
+/// statuses whose body matters, and the latency in µs measured from `since`.
+async fn send(
+    ctx: &Ctx,
+    method: reqwest::Method,
+    prepared: &Prepared,
+    token: Option<&str>,
+    key: Option<String>,
+    since: Instant,
+) -> (u16, Option<Answer>, u64) {
+    let mut request = ctx.client.request(method, prepared.url.clone());
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
-    if key {
-        request = request.header("idempotency-key", uuid::Uuid::new_v4().simple().to_string());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
     }
-    if let Some(b) = body {
-        request = request.json(&b);
+    if let Some(b) = &prepared.body {
+        request = request
+            .header("content-type", "application/json")
+            .body(b.clone());
     }
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let parsed = if status == 201 || status == 200 || status == 409 {
-                response.json::<Value>().await.ok()
-            } else {
-                let _ = response.bytes().await;
-                None
-            };
+            let bytes = response.bytes().await.unwrap_or_default();
+            let parsed = matches!(status, 200 | 201 | 409)
+                .then(|| serde_json::from_slice::<Answer>(&bytes).ok())
+                .flatten();
             (status, parsed, since.elapsed().as_micros() as u64)
         }
         Err(_) => (0, None, since.elapsed().as_micros() as u64),
@@ -83,16 +176,23 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
     let token = ctx.tokens[buyer % ctx.tokens.len()].as_str();
     match ctx.action {
         Action::Read => {
-            let (status, _, us) = send(ctx, reqwest::Method::GET, &ctx.read_path, None, None, false, since).await;
+            let (status, _, us) =
+                send(ctx, reqwest::Method::GET, &ctx.read, None, None, since).await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::HotGaHold => {
-            let body = json!({"type": "GENERAL", "sectionId": ctx.section_id, "quantity": 2});
-            let path = format!("/events/{}/reservations", ctx.event_id);
-            let (status, parsed, us) = send(ctx, reqwest::Method::POST, &path, Some(token), Some(body), true, since).await;
+            let (status, parsed, us) = send(
+                ctx,
+                reqwest::Method::POST,
+                &ctx.hot_ga,
+                Some(token),
+                Some(ctx.key()),
+                since,
+            )
+            .await;
             stats.holds.record(Outcome::of(status), us);
             if status == 201 {
-                if let Some(id) = parsed.as_ref().and_then(|v| v["data"]["id"].as_i64()) {
+                if let Some(id) = parsed.and_then(|a| a.data.id) {
                     stats.acked_holds.push(id);
                 }
             }
@@ -106,13 +206,22 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
     // Most buyers want seats together; some accept split seats, which is also how the last
     // scattered singles get sold.
     let allow_split = rng.below(4) == 0;
-    let body = json!({"type": "BEST_AVAILABLE", "sectionId": ctx.section_id, "quantity": quantity, "allowSplit": allow_split});
-    let path = format!("/events/{}/reservations", ctx.event_id);
-    let (status, parsed, us) = send(ctx, reqwest::Method::POST, &path, Some(token), Some(body), true, since).await;
+    let hold = &ctx.best[((quantity - 1) * 2 + u64::from(allow_split)) as usize];
+    let (status, parsed, us) = send(
+        ctx,
+        reqwest::Method::POST,
+        hold,
+        Some(token),
+        Some(ctx.key()),
+        since,
+    )
+    .await;
     stats.holds.record(Outcome::of(status), us);
     match status {
         201 => {
-            let Some(id) = parsed.as_ref().and_then(|v| v["data"]["id"].as_i64()) else { return };
+            let Some(id) = parsed.and_then(|a| a.data.id) else {
+                return;
+            };
             stats.acked_holds.push(id);
             let roll = rng.below(100);
             if roll < 10 {
@@ -123,25 +232,51 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
             if roll < 35 {
                 booking["discountCode"] = json!(ctx.discount_code);
             }
+            let request = Prepared {
+                url: ctx.booking.url.clone(),
+                body: Some(bytes::Bytes::from(
+                    serde_json::to_vec(&booking).expect("JSON"),
+                )),
+            };
             let started = Instant::now();
-            let (status, parsed, us) = send(ctx, reqwest::Method::POST, "/bookings", Some(token), Some(booking), true, started).await;
+            let (status, parsed, us) = send(
+                ctx,
+                reqwest::Method::POST,
+                &request,
+                Some(token),
+                Some(ctx.key()),
+                started,
+            )
+            .await;
             stats.confirms.record(Outcome::of(status), us);
             if status == 201 {
-                if let Some(reference) = parsed.as_ref().and_then(|v| v["data"]["bookingReference"].as_str()) {
-                    stats.acked_bookings.push(reference.to_string());
+                if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
+                    stats.acked_bookings.push(reference);
                 }
             }
         }
         409 => {
-            let code = parsed.as_ref().and_then(|v| v["error"]["code"].as_str()).unwrap_or_default().to_string();
+            let code = parsed.map(|a| a.error.code).unwrap_or_default();
             if code == "SOLD_OUT" || code == "SEAT_UNAVAILABLE" {
                 // Sold out for good, or only until abandoned holds expire?
-                let inventory = format!("/events/{}/inventory", ctx.event_id);
-                let (_, parsed, _) = send(ctx, reqwest::Method::GET, &inventory, None, None, false, Instant::now()).await;
-                let data = parsed.map(|v| v["data"].clone()).unwrap_or_default();
-                if data["available"].as_u64() == Some(0) && data["held"].as_u64() == Some(0) {
+                let (_, parsed, _) = send(
+                    ctx,
+                    reqwest::Method::GET,
+                    &ctx.inventory,
+                    None,
+                    None,
+                    Instant::now(),
+                )
+                .await;
+                let data = parsed.map(|a| a.data).unwrap_or_default();
+                if data.available == Some(0) && data.held == Some(0) {
                     let at = ctx.started.elapsed().as_micros() as u64;
-                    let _ = ctx.sold_out_after_us.compare_exchange(0, at, Ordering::SeqCst, Ordering::SeqCst);
+                    let _ = ctx.sold_out_after_us.compare_exchange(
+                        0,
+                        at,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
                     ctx.done.store(true, Ordering::Relaxed);
                 } else {
                     tokio::time::sleep(Duration::from_millis(100)).await;

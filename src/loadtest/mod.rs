@@ -105,12 +105,21 @@ struct Report {
 
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
 /// Samples a process's memory every 250 ms until stopped.
-fn sample_memory(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Option<Memory>> {
+fn sample_memory(
+    pid: Option<u32>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Option<Memory>> {
     tokio::spawn(async move {
         let pid = pid?;
         let start = rss_mib(pid)?;
@@ -122,7 +131,11 @@ fn sample_memory(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHa
                 end = now;
             }
         }
-        Some(Memory { start_mib: start, max_mib: max, end_mib: end })
+        Some(Memory {
+            start_mib: start,
+            max_mib: max,
+            end_mib: end,
+        })
     })
 }
 
@@ -132,8 +145,10 @@ fn progress(json: bool, seconds: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(seconds);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} requests ({per_sec}) {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {pos} requests ({per_sec}) {msg}",
+        )
+        .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -152,7 +167,10 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    client.get(format!("{target}/health/ready")).send().await
+    client
+        .get(format!("{target}/health/ready"))
+        .send()
+        .await
         .with_context(|| format!("no server at {target}"))?
         .error_for_status()
         .context("the server is not ready")?;
@@ -166,7 +184,11 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
                 hold_ttl_seconds: 3600,
                 discount: false,
             },
-            if args.scenario == Scenario::HotGa { Action::HotGaHold } else { Action::Read },
+            if args.scenario == Scenario::HotGa {
+                Action::HotGaHold
+            } else {
+                Action::Read
+            },
         ),
         Scenario::Sellout => (
             setup::EventPlan {
@@ -181,16 +203,22 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     };
     let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
     let event_id = prepared.event_id;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = |action: Action, read_path: String, seconds: u64| {
+        let (read, hot_ga, best, inventory, booking) =
+            Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         Arc::new(Ctx {
+            read,
+            hot_ga,
+            best,
+            inventory,
+            booking,
+            run_id: format!("{}-{}", run_id, read_path.len()),
+            keys_issued: AtomicU64::new(0),
             client: client.clone(),
-            target: target.clone(),
-            event_id,
-            section_id: prepared.section_id,
             tokens: prepared.buyer_tokens.clone(),
             discount_code: prepared.discount_code.clone(),
-            read_path,
             action,
             deadline: started + Duration::from_secs(seconds),
             done: AtomicBool::new(false),
@@ -205,7 +233,11 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let sampler = sample_memory(args.server_pid, stop_sampling.clone());
     let mut report = Report {
         scenario: args.scenario,
-        mode: if args.rate.is_some() { "open" } else { "closed" },
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
         concurrency: args.rate.is_none().then_some(args.concurrency),
         rate: args.rate,
         seconds: 0.0,
@@ -267,8 +299,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
 
     // The checks: invariants, and every acknowledgement durable.
     report.violations = boxoffice_engine::audit::violations(&pool, event_id).await?;
-    report.missing_holds = boxoffice_engine::audit::missing_holds(&pool, &stats.acked_holds).await?.len();
-    report.missing_bookings = boxoffice_engine::audit::missing_bookings(&pool, &stats.acked_bookings).await?.len();
+    report.missing_holds = boxoffice_engine::audit::missing_holds(&pool, &stats.acked_holds)
+        .await?
+        .len();
+    report.missing_bookings =
+        boxoffice_engine::audit::missing_bookings(&pool, &stats.acked_bookings)
+            .await?
+            .len();
     let (capacity, booked): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE(sum(capacity), 0)::bigint, COALESCE(sum(booked), 0)::bigint FROM event_sections WHERE event_id = $1",
     )
@@ -277,10 +314,16 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     .await?;
     report.capacity = capacity;
     report.booked = booked;
-    if args.scenario == Scenario::Sellout && report.sold_out_after_seconds.is_some() && booked != capacity {
-        report.violations.push(format!("sold out with {booked} booked of {capacity}"));
+    if args.scenario == Scenario::Sellout
+        && report.sold_out_after_seconds.is_some()
+        && booked != capacity
+    {
+        report
+            .violations
+            .push(format!("sold out with {booked} booked of {capacity}"));
     }
-    report.passed = report.violations.is_empty() && report.missing_holds == 0 && report.missing_bookings == 0;
+    report.passed =
+        report.violations.is_empty() && report.missing_holds == 0 && report.missing_bookings == 0;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -300,12 +343,38 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
 }
 
 fn print_table(r: &Report) {
-    println!("scenario {:?} ({} loop, {}), {:.1} s, event {}", r.scenario, r.mode,
-             r.rate.map_or_else(|| format!("concurrency {}", r.concurrency.unwrap_or(0)), |x| format!("{x} req/s")),
-             r.seconds, r.event_id);
-    println!("{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
-             "requests", "total", "ok", "refused", "shed", "errors", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "shed p99");
-    for (name, s) in [("holds", &r.holds), ("confirms", &r.confirms), ("health reads", &r.health_reads), ("inventory reads", &r.inventory_reads)] {
+    println!(
+        "scenario {:?} ({} loop, {}), {:.1} s, event {}",
+        r.scenario,
+        r.mode,
+        r.rate.map_or_else(
+            || format!("concurrency {}", r.concurrency.unwrap_or(0)),
+            |x| format!("{x} req/s")
+        ),
+        r.seconds,
+        r.event_id
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "requests",
+        "total",
+        "ok",
+        "refused",
+        "shed",
+        "errors",
+        "ok/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "shed p99"
+    );
+    for (name, s) in [
+        ("holds", &r.holds),
+        ("confirms", &r.confirms),
+        ("health reads", &r.health_reads),
+        ("inventory reads", &r.inventory_reads),
+    ] {
         if let Some(s) = s {
             println!("{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.2}",
                      name, s.requests, s.ok, s.refused, s.shed, s.errors, s.ok_per_second, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.shed_p99_ms);
@@ -315,14 +384,28 @@ fn print_table(r: &Report) {
         println!("inventory reads / health reads: {ratio:.2}");
     }
     if let Some(s) = r.sold_out_after_seconds {
-        println!("sold out after {s:.1} s: {} of {} booked, {} holds abandoned to expiry", r.booked, r.capacity, r.abandoned_holds);
+        println!(
+            "sold out after {s:.1} s: {} of {} booked, {} holds abandoned to expiry",
+            r.booked, r.capacity, r.abandoned_holds
+        );
     }
     if let Some(m) = &r.server_memory {
-        println!("server memory: {:.0} MiB at start, {:.0} MiB max, {:.0} MiB at end", m.start_mib, m.max_mib, m.end_mib);
+        println!(
+            "server memory: {:.0} MiB at start, {:.0} MiB max, {:.0} MiB at end",
+            m.start_mib, m.max_mib, m.end_mib
+        );
     }
     if r.generator_skipped > 0 {
-        println!("generator saturated: {} scheduled requests not sent", r.generator_skipped);
+        println!(
+            "generator saturated: {} scheduled requests not sent",
+            r.generator_skipped
+        );
     }
-    println!("checks: {} invariant violations, {} acknowledged holds missing, {} bookings missing → {}",
-             r.violations.len(), r.missing_holds, r.missing_bookings, if r.passed { "PASSED" } else { "FAILED" });
+    println!(
+        "checks: {} invariant violations, {} acknowledged holds missing, {} bookings missing → {}",
+        r.violations.len(),
+        r.missing_holds,
+        r.missing_bookings,
+        if r.passed { "PASSED" } else { "FAILED" }
+    );
 }

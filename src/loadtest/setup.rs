@@ -29,8 +29,19 @@ pub struct EventPlan {
     pub discount: bool,
 }
 
-async fn send(client: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Value) -> anyhow::Result<Value> {
-    let response = client.request(method, &url).bearer_auth(token).json(&body).send().await
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let response = client
+        .request(method, &url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -41,7 +52,14 @@ async fn send(client: &reqwest::Client, method: reqwest::Method, url: String, to
 }
 
 /// Creates the accounts, the event, its section (and discount) and opens the sale.
-pub async fn prepare(pool: &PgPool, keys: &Keys, client: &reqwest::Client, target: &str, buyers: usize, plan: EventPlan) -> anyhow::Result<Prepared> {
+pub async fn prepare(
+    pool: &PgPool,
+    keys: &Keys,
+    client: &reqwest::Client,
+    target: &str,
+    buyers: usize,
+    plan: EventPlan,
+) -> anyhow::Result<Prepared> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     // One real argon2 hash shared by every generated account: they sign in with minted
     // tokens, never with the password.
@@ -63,32 +81,68 @@ pub async fn prepare(pool: &PgPool, keys: &Keys, client: &reqwest::Client, targe
     .bind(buyers as i32)
     .fetch_all(pool)
     .await?;
-    let organizer_token = keys.issue(organizer, Role::Organizer).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let organizer_token = keys
+        .issue(organizer, Role::Organizer)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let buyer_tokens = buyer_ids
         .iter()
-        .map(|&id| keys.issue(id, Role::Customer).map_err(|e| anyhow::anyhow!("{e}")))
+        .map(|&id| {
+            keys.issue(id, Role::Customer)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let post = reqwest::Method::POST;
-    let event = send(client, post.clone(), format!("{target}/events"), &organizer_token, json!({
-        "eventName": plan.name,
-        "eventDate": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
-        "saleStartTime": chrono::Utc::now().to_rfc3339(),
-        "maxTicketsPerUser": plan.max_tickets_per_user,
-        "holdTtlSeconds": plan.hold_ttl_seconds,
-    }))
+    let event = send(
+        client,
+        post.clone(),
+        format!("{target}/events"),
+        &organizer_token,
+        json!({
+            "eventName": plan.name,
+            "eventDate": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+            "saleStartTime": chrono::Utc::now().to_rfc3339(),
+            "maxTicketsPerUser": plan.max_tickets_per_user,
+            "holdTtlSeconds": plan.hold_ttl_seconds,
+        }),
+    )
     .await?;
     let event_id = event["id"].as_i64().context("event id")?;
-    let section = send(client, post.clone(), format!("{target}/events/{event_id}/sections"), &organizer_token, plan.section).await?;
+    let section = send(
+        client,
+        post.clone(),
+        format!("{target}/events/{event_id}/sections"),
+        &organizer_token,
+        plan.section,
+    )
+    .await?;
     let section_id = section["id"].as_i64().context("section id")?;
     let discount_code = if plan.discount {
         let code = format!("LOAD{}", &run[..8]).to_uppercase();
-        send(client, post.clone(), format!("{target}/events/{event_id}/discounts"), &organizer_token,
-             json!({"code": code, "percentOff": 10, "maxUses": 10_000_000})).await?;
+        send(
+            client,
+            post.clone(),
+            format!("{target}/events/{event_id}/discounts"),
+            &organizer_token,
+            json!({"code": code, "percentOff": 10, "maxUses": 10_000_000}),
+        )
+        .await?;
         Some(code)
     } else {
         None
     };
-    send(client, reqwest::Method::PATCH, format!("{target}/events/{event_id}"), &organizer_token, json!({"status": "ON_SALE"})).await?;
-    Ok(Prepared { event_id, section_id, buyer_tokens, discount_code })
+    send(
+        client,
+        reqwest::Method::PATCH,
+        format!("{target}/events/{event_id}"),
+        &organizer_token,
+        json!({"status": "ON_SALE"}),
+    )
+    .await?;
+    Ok(Prepared {
+        event_id,
+        section_id,
+        buyer_tokens,
+        discount_code,
+    })
 }

@@ -48,7 +48,14 @@ pub struct Series {
 
 impl Default for Series {
     fn default() -> Self {
-        Series { ok: 0, refused: 0, shed: 0, errors: 0, latency: histogram(), shed_latency: histogram() }
+        Series {
+            ok: 0,
+            refused: 0,
+            shed: 0,
+            errors: 0,
+            latency: histogram(),
+            shed_latency: histogram(),
+        }
     }
 }
 
@@ -83,7 +90,13 @@ impl Series {
 
     /// A summary for the report, latencies in milliseconds.
     pub fn summary(&self, seconds: f64) -> SeriesSummary {
-        let ms = |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 };
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
         SeriesSummary {
             requests: self.total(),
             ok: self.ok,
@@ -96,7 +109,11 @@ impl Series {
             p90_ms: ms(&self.latency, 0.90),
             p99_ms: ms(&self.latency, 0.99),
             p999_ms: ms(&self.latency, 0.999),
-            max_ms: if self.latency.is_empty() { 0.0 } else { self.latency.max() as f64 / 1000.0 },
+            max_ms: if self.latency.is_empty() {
+                0.0
+            } else {
+                self.latency.max() as f64 / 1000.0
+            },
             shed_p99_ms: ms(&self.shed_latency, 0.99),
         }
     }

@@ -32,12 +32,14 @@ pub async fn write(
     metrics::histogram!("boxoffice_db_acquire_duration_seconds", "user" => "write_behind")
         .record(acquiring.elapsed().as_secs_f64());
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let stored: Option<i64> =
-        sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1 FOR UPDATE")
-            .bind(event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if stored != Some(epoch) {
+    // First statement: lock the event row and check the epoch, writing the event's counts in
+    // the same round trip.
+    if update_event(&mut tx, event_id, epoch, w).await? != 1 {
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1")
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         return Err(FlushError::Fenced {
             mine: epoch,
             stored,
@@ -54,7 +56,6 @@ pub async fn write(
     update_sections(&mut tx, w).await?;
     cancel_bookings(&mut tx, w).await?;
     update_discounts(&mut tx, w).await?;
-    update_event(&mut tx, event_id, w).await?;
     enqueue_jobs(&mut tx, event_id, w).await?;
     tx.commit().await?;
     Ok(())
@@ -384,36 +385,43 @@ async fn update_discounts(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error
     Ok(())
 }
 
-async fn update_event(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<(), sqlx::Error> {
-    if w.event.is_none() && w.settings.is_none() {
-        return Ok(());
-    }
+/// Locks the event row if this actor still owns it (its epoch), and writes the event's
+/// counts and rules. Returns the rows updated: 1, or 0 when fenced.
+async fn update_event(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+    epoch: i64,
+    w: &Writes,
+) -> Result<u64, sqlx::Error> {
     let (available, status) = w
         .event
         .map_or((None, None), |(a, s)| (Some(a as i32), Some(s.as_str())));
     let (start, ttl, max) = w.settings.map_or((None, None, None), |(s, t, m)| {
         (Some(to_timestamp(s)), Some(t as i32), Some(m as i32))
     });
-    sqlx::query(
+    let changed = w.event.is_some() || w.settings.is_some();
+    let updated = sqlx::query(
         "UPDATE events SET
-             available_seats = COALESCE($2, available_seats),
-             status = COALESCE($3, status),
-             sale_start_time = COALESCE($4, sale_start_time),
-             hold_ttl_seconds = COALESCE($5, hold_ttl_seconds),
-             max_tickets_per_user = COALESCE($6, max_tickets_per_user),
-             version = version + 1,
-             updated_at = now()
-         WHERE id = $1",
+             available_seats = COALESCE($3, available_seats),
+             status = COALESCE($4, status),
+             sale_start_time = COALESCE($5, sale_start_time),
+             hold_ttl_seconds = COALESCE($6, hold_ttl_seconds),
+             max_tickets_per_user = COALESCE($7, max_tickets_per_user),
+             version = version + $8::int,
+             updated_at = CASE WHEN $8::int = 1 THEN now() ELSE updated_at END
+         WHERE id = $1 AND owner_epoch = $2",
     )
     .bind(event_id)
+    .bind(epoch)
     .bind(available)
     .bind(status)
     .bind(start)
     .bind(ttl)
     .bind(max)
+    .bind(i32::from(changed))
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected())
 }
 
 /// Background jobs for bookings made or cancelled in this batch, in the same transaction

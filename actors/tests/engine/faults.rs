@@ -193,11 +193,21 @@ async fn the_audit_notices_broken_invariants_and_missing_acknowledgements() {
     f.open_sale().await;
     let (acked, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
     f.engine.sync(f.event_id).await.unwrap();
-    assert!(boxoffice_engine::audit::violations(f.pool(), f.event_id).await.unwrap().is_empty());
-    assert!(boxoffice_engine::audit::missing_holds(f.pool(), &acked).await.unwrap().is_empty());
-    let phantom = boxoffice_engine::audit::missing_holds(f.pool(), &[acked[0], 987_654_321]).await.unwrap();
+    assert!(boxoffice_engine::audit::violations(f.pool(), f.event_id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(boxoffice_engine::audit::missing_holds(f.pool(), &acked)
+        .await
+        .unwrap()
+        .is_empty());
+    let phantom = boxoffice_engine::audit::missing_holds(f.pool(), &[acked[0], 987_654_321])
+        .await
+        .unwrap();
     assert_eq!(phantom, vec![987_654_321]);
-    let phantom = boxoffice_engine::audit::missing_bookings(f.pool(), &["BX-NOPE".to_string()]).await.unwrap();
+    let phantom = boxoffice_engine::audit::missing_bookings(f.pool(), &["BX-NOPE".to_string()])
+        .await
+        .unwrap();
     assert_eq!(phantom, vec!["BX-NOPE".to_string()]);
 
     // A hold that vanished from under the counts: the audit must say so.
@@ -206,6 +216,8 @@ async fn the_audit_notices_broken_invariants_and_missing_acknowledgements() {
         .execute(f.pool())
         .await
         .unwrap();
-    let broken = boxoffice_engine::audit::violations(f.pool(), f.event_id).await.unwrap();
+    let broken = boxoffice_engine::audit::violations(f.pool(), f.event_id)
+        .await
+        .unwrap();
     assert!(!broken.is_empty(), "a corrupted count went unnoticed");
 }

@@ -136,7 +136,9 @@ pub async fn section_counts(
 
 /// Checks the invariants of DESIGN.md in PostgreSQL, panicking with those broken.
 pub async fn assert_invariants(pool: &PgPool, event_id: EventId) {
-    let broken = boxoffice_engine::audit::violations(pool, event_id).await.unwrap();
+    let broken = boxoffice_engine::audit::violations(pool, event_id)
+        .await
+        .unwrap();
     assert!(broken.is_empty(), "invariants broken: {broken:#?}");
 }
 
