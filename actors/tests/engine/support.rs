@@ -17,12 +17,19 @@ pub struct Fixture {
     pub buyers: Vec<i64>,
 }
 
+/// Admission bounds are raised to 10,000 so that bursts test the inventory, not shedding
+/// (tests/reliability covers shedding).
 pub async fn fixture(
     buyers: usize,
     max_per_user: i32,
     hold_ttl_seconds: i32,
     config: EngineConfig,
 ) -> Fixture {
+    let config = EngineConfig {
+        max_in_flight_total: config.max_in_flight_total.max(10_000),
+        max_in_flight_per_event: config.max_in_flight_per_event.max(10_000),
+        ..config
+    };
     let db = TestDb::create().await;
     let organizer: i64 = sqlx::query_scalar(
         "INSERT INTO users (email, password_hash, role) VALUES ('org@example.com', 'x', 'ORGANIZER') RETURNING id",
