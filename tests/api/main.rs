@@ -2,6 +2,7 @@
 //! per test, real Redis where configured. One binary with modules, so it links once.
 
 mod auth;
+mod authz;
 mod bookings;
 mod cache;
 mod concurrency;
