@@ -20,6 +20,10 @@ pub enum Action {
     SelloutBuy,
     /// A GET of a fixed path.
     Read,
+    /// A GET of a fixed path as the buyer.
+    ReadAsBuyer,
+    /// A GENERAL hold of 1 (not measured), then its confirmation (measured).
+    Confirm,
 }
 
 /// What every worker shares.
@@ -32,6 +36,7 @@ pub struct Ctx {
     /// (quantity − 1, split), the inventory check.
     pub read: Prepared,
     pub hot_ga: Prepared,
+    pub one_ticket: Prepared,
     pub best: Vec<Prepared>,
     pub inventory: Prepared,
     pub booking: Prepared,
@@ -70,12 +75,17 @@ impl Ctx {
         event_id: i64,
         section_id: i64,
         read_path: &str,
-    ) -> (Prepared, Prepared, Vec<Prepared>, Prepared, Prepared) {
+    ) -> (Prepared, Prepared, Prepared, Vec<Prepared>, Prepared, Prepared) {
         let holds = format!("/events/{event_id}/reservations");
         let hot_ga = Prepared::new(
             target,
             &holds,
             Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 2})),
+        );
+        let one_ticket = Prepared::new(
+            target,
+            &holds,
+            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 1})),
         );
         let mut best = Vec::new();
         for quantity in 1..=4 {
@@ -88,6 +98,7 @@ impl Ctx {
         (
             Prepared::new(target, read_path, None),
             hot_ga,
+            one_ticket,
             best,
             Prepared::new(target, &format!("/events/{event_id}/inventory"), None),
             Prepared::new(target, "/bookings", None),
@@ -179,6 +190,29 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
             let (status, _, us) =
                 send(ctx, reqwest::Method::GET, &ctx.read, None, None, since).await;
             stats.reads.record(Outcome::of(status), us);
+        }
+        Action::ReadAsBuyer => {
+            let (status, _, us) =
+                send(ctx, reqwest::Method::GET, &ctx.read, Some(token), None, since).await;
+            stats.reads.record(Outcome::of(status), us);
+        }
+        Action::Confirm => {
+            let (status, parsed, _) =
+                send(ctx, reqwest::Method::POST, &ctx.one_ticket, Some(token), None, since).await;
+            let Some(id) = (status == 201).then(|| parsed.and_then(|a| a.data.id)).flatten() else {
+                stats.holds.record(Outcome::of(status), 1);
+                return;
+            };
+            stats.acked_holds.push(id);
+            let body = serde_json::to_vec(&json!({"reservationIds": [id]})).expect("JSON");
+            let request = Prepared { url: ctx.booking.url.clone(), body: Some(bytes::Bytes::from(body)) };
+            let started = Instant::now();
+            let (status, parsed, us) =
+                send(ctx, reqwest::Method::POST, &request, Some(token), Some(ctx.key()), started).await;
+            stats.confirms.record(Outcome::of(status), us);
+            if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
+                stats.acked_bookings.push(reference);
+            }
         }
         Action::HotGaHold => {
             let (status, parsed, us) = send(

@@ -9,7 +9,9 @@
 //!   seats, confirming most holds (some with a discount), abandoning some to expire, until
 //!   sold out;
 //! - `browse`: `GET /health/live` and then `GET /events/{id}/inventory`, same concurrency,
-//!   to compare inventory reads with the cheapest route there is.
+//!   to compare inventory reads with the cheapest route there is;
+//! - `ops`: the brief's four "Optimization Wins" operations one after another — get event
+//!   inventory, confirm booking, list user bookings, validate discount.
 
 mod drive;
 mod setup;
@@ -36,6 +38,7 @@ pub enum Scenario {
     HotGa,
     Sellout,
     Browse,
+    Ops,
 }
 
 /// `boxoffice loadtest` options.
@@ -91,6 +94,7 @@ struct Report {
     health_reads: Option<SeriesSummary>,
     inventory_reads: Option<SeriesSummary>,
     inventory_to_health_ratio: Option<f64>,
+    operations: Vec<(String, SeriesSummary)>,
     sold_out_after_seconds: Option<f64>,
     capacity: i64,
     booked: i64,
@@ -176,18 +180,18 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         .context("the server is not ready")?;
 
     let (plan, action) = match args.scenario {
-        Scenario::HotGa | Scenario::Browse => (
+        Scenario::HotGa | Scenario::Browse | Scenario::Ops => (
             setup::EventPlan {
                 name: format!("Load test ({:?})", args.scenario),
                 section: json!({"name": "Floor", "type": "GENERAL", "capacity": 1_000_000, "priceCents": 5000}),
                 max_tickets_per_user: 1000,
                 hold_ttl_seconds: 3600,
-                discount: false,
+                discount: args.scenario == Scenario::Ops,
             },
-            if args.scenario == Scenario::HotGa {
-                Action::HotGaHold
-            } else {
-                Action::Read
+            match args.scenario {
+                Scenario::HotGa => Action::HotGaHold,
+                Scenario::Ops => Action::Confirm,
+                _ => Action::Read,
             },
         ),
         Scenario::Sellout => (
@@ -205,12 +209,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let event_id = prepared.event_id;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = |action: Action, read_path: String, seconds: u64| {
-        let (read, hot_ga, best, inventory, booking) =
+        let (read, hot_ga, one_ticket, best, inventory, booking) =
             Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         Arc::new(Ctx {
             read,
             hot_ga,
+            one_ticket,
             best,
             inventory,
             booking,
@@ -247,6 +252,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         health_reads: None,
         inventory_reads: None,
         inventory_to_health_ratio: None,
+        operations: Vec::new(),
         sold_out_after_seconds: None,
         capacity: 0,
         booked: 0,
@@ -265,7 +271,25 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         }
     };
     let mut stats = Stats::default();
-    if action == Action::Read {
+    if args.scenario == Scenario::Ops {
+        // Four phases of equal length; bookings come first so that listing them has data.
+        let phase = (args.duration / 4).max(1);
+        let code = prepared.discount_code.clone().unwrap_or_default();
+        for (name, action, path) in [
+            ("confirm booking", Action::Confirm, String::new()),
+            ("get event inventory", Action::Read, format!("/events/{event_id}/inventory")),
+            ("list user bookings", Action::ReadAsBuyer, "/bookings?limit=20".to_string()),
+            ("validate discount", Action::ReadAsBuyer, format!("/discounts/validate?code={code}&eventId={event_id}")),
+        ] {
+            let run = ctx(action, path, phase);
+            let (s, _) = drive(run.clone()).await;
+            run.progress.finish_and_clear();
+            let series = if action == Action::Confirm { &s.confirms } else { &s.reads };
+            report.operations.push((name.to_string(), series.summary(phase as f64)));
+            stats.merge(s);
+        }
+        report.seconds = 4.0 * phase as f64;
+    } else if action == Action::Read {
         let half = (args.duration / 2).max(1);
         let health = ctx(Action::Read, "/health/live".into(), half);
         let (h, _) = drive(health.clone()).await;
@@ -379,6 +403,10 @@ fn print_table(r: &Report) {
             println!("{:<16} {:>9} {:>9} {:>9} {:>7} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>10.2}",
                      name, s.requests, s.ok, s.refused, s.shed, s.errors, s.ok_per_second, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.shed_p99_ms);
         }
+    }
+    for (name, s) in &r.operations {
+        println!("{:<20} ok/s {:>8.0}  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {} refused, {} shed, {} errors)",
+                 name, s.ok_per_second, s.p50_ms, s.p99_ms, s.ok, s.refused, s.shed, s.errors);
     }
     if let Some(ratio) = r.inventory_to_health_ratio {
         println!("inventory reads / health reads: {ratio:.2}");
