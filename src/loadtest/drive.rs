@@ -69,13 +69,12 @@ impl Ctx {
     }
 
     /// The prepared requests of a scenario.
-    #[allow(clippy::too_many_arguments)]
     pub fn prepare_requests(
         target: &str,
         event_id: i64,
         section_id: i64,
         read_path: &str,
-    ) -> (Prepared, Prepared, Prepared, Vec<Prepared>, Prepared, Prepared) {
+    ) -> Requests {
         let holds = format!("/events/{event_id}/reservations");
         let hot_ga = Prepared::new(
             target,
@@ -95,14 +94,14 @@ impl Ctx {
                 }))));
             }
         }
-        (
-            Prepared::new(target, read_path, None),
+        Requests {
+            read: Prepared::new(target, read_path, None),
             hot_ga,
             one_ticket,
             best,
-            Prepared::new(target, &format!("/events/{event_id}/inventory"), None),
-            Prepared::new(target, "/bookings", None),
-        )
+            inventory: Prepared::new(target, &format!("/events/{event_id}/inventory"), None),
+            booking: Prepared::new(target, "/bookings", None),
+        }
     }
 }
 
@@ -129,6 +128,17 @@ struct AnswerData {
 struct AnswerError {
     #[serde(default)]
     code: String,
+}
+
+/// The requests of a scenario, prepared once.
+pub struct Requests {
+    pub read: Prepared,
+    pub hot_ga: Prepared,
+    pub one_ticket: Prepared,
+    /// Best-available holds by (quantity − 1) × 2 + split.
+    pub best: Vec<Prepared>,
+    pub inventory: Prepared,
+    pub booking: Prepared,
 }
 
 /// A request ready to send: the URL parsed once, the body serialized once.
@@ -192,23 +202,50 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
             stats.reads.record(Outcome::of(status), us);
         }
         Action::ReadAsBuyer => {
-            let (status, _, us) =
-                send(ctx, reqwest::Method::GET, &ctx.read, Some(token), None, since).await;
+            let (status, _, us) = send(
+                ctx,
+                reqwest::Method::GET,
+                &ctx.read,
+                Some(token),
+                None,
+                since,
+            )
+            .await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::Confirm => {
-            let (status, parsed, _) =
-                send(ctx, reqwest::Method::POST, &ctx.one_ticket, Some(token), None, since).await;
-            let Some(id) = (status == 201).then(|| parsed.and_then(|a| a.data.id)).flatten() else {
+            let (status, parsed, _) = send(
+                ctx,
+                reqwest::Method::POST,
+                &ctx.one_ticket,
+                Some(token),
+                None,
+                since,
+            )
+            .await;
+            let Some(id) = (status == 201)
+                .then(|| parsed.and_then(|a| a.data.id))
+                .flatten()
+            else {
                 stats.holds.record(Outcome::of(status), 1);
                 return;
             };
             stats.acked_holds.push(id);
             let body = serde_json::to_vec(&json!({"reservationIds": [id]})).expect("JSON");
-            let request = Prepared { url: ctx.booking.url.clone(), body: Some(bytes::Bytes::from(body)) };
+            let request = Prepared {
+                url: ctx.booking.url.clone(),
+                body: Some(bytes::Bytes::from(body)),
+            };
             let started = Instant::now();
-            let (status, parsed, us) =
-                send(ctx, reqwest::Method::POST, &request, Some(token), Some(ctx.key()), started).await;
+            let (status, parsed, us) = send(
+                ctx,
+                reqwest::Method::POST,
+                &request,
+                Some(token),
+                Some(ctx.key()),
+                started,
+            )
+            .await;
             stats.confirms.record(Outcome::of(status), us);
             if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
                 stats.acked_bookings.push(reference);

@@ -209,8 +209,14 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let event_id = prepared.event_id;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = |action: Action, read_path: String, seconds: u64| {
-        let (read, hot_ga, one_ticket, best, inventory, booking) =
-            Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
+        let drive::Requests {
+            read,
+            hot_ga,
+            one_ticket,
+            best,
+            inventory,
+            booking,
+        } = Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         Arc::new(Ctx {
             read,
@@ -277,15 +283,33 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         let code = prepared.discount_code.clone().unwrap_or_default();
         for (name, action, path) in [
             ("confirm booking", Action::Confirm, String::new()),
-            ("get event inventory", Action::Read, format!("/events/{event_id}/inventory")),
-            ("list user bookings", Action::ReadAsBuyer, "/bookings?limit=20".to_string()),
-            ("validate discount", Action::ReadAsBuyer, format!("/discounts/validate?code={code}&eventId={event_id}")),
+            (
+                "get event inventory",
+                Action::Read,
+                format!("/events/{event_id}/inventory"),
+            ),
+            (
+                "list user bookings",
+                Action::ReadAsBuyer,
+                "/bookings?limit=20".to_string(),
+            ),
+            (
+                "validate discount",
+                Action::ReadAsBuyer,
+                format!("/discounts/validate?code={code}&eventId={event_id}"),
+            ),
         ] {
             let run = ctx(action, path, phase);
             let (s, _) = drive(run.clone()).await;
             run.progress.finish_and_clear();
-            let series = if action == Action::Confirm { &s.confirms } else { &s.reads };
-            report.operations.push((name.to_string(), series.summary(phase as f64)));
+            let series = if action == Action::Confirm {
+                &s.confirms
+            } else {
+                &s.reads
+            };
+            report
+                .operations
+                .push((name.to_string(), series.summary(phase as f64)));
             stats.merge(s);
         }
         report.seconds = 4.0 * phase as f64;
