@@ -28,7 +28,7 @@ pub enum Action {
 
 /// What every worker shares.
 pub struct Ctx {
-    pub client: reqwest::Client,
+    pub http: super::http::Http,
     pub tokens: Vec<String>,
     pub discount_code: Option<String>,
     pub action: Action,
@@ -141,16 +141,16 @@ pub struct Requests {
     pub booking: Prepared,
 }
 
-/// A request ready to send: the URL parsed once, the body serialized once.
+/// A request ready to send: the path fixed once, the body serialized once.
 pub struct Prepared {
-    pub url: reqwest::Url,
+    pub path: String,
     pub body: Option<bytes::Bytes>,
 }
 
 impl Prepared {
-    pub fn new(target: &str, path: &str, body: Option<Value>) -> Prepared {
+    pub fn new(_target: &str, path: &str, body: Option<Value>) -> Prepared {
         Prepared {
-            url: reqwest::Url::parse(&format!("{target}{path}")).expect("valid URL"),
+            path: path.to_string(),
             body: body.map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("JSON"))),
         }
     }
@@ -160,34 +160,31 @@ impl Prepared {
 /// statuses whose body matters, and the latency in µs measured from `since`.
 async fn send(
     ctx: &Ctx,
-    method: reqwest::Method,
+    method: hyper::Method,
     prepared: &Prepared,
     token: Option<&str>,
     key: Option<String>,
     since: Instant,
 ) -> (u16, Option<Answer>, u64) {
-    let mut request = ctx.client.request(method, prepared.url.clone());
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    if let Some(b) = &prepared.body {
-        request = request
-            .header("content-type", "application/json")
-            .body(b.clone());
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let bytes = response.bytes().await.unwrap_or_default();
+    let sent = ctx
+        .http
+        .send(
+            method,
+            &prepared.path,
+            token,
+            key.as_deref(),
+            prepared.body.clone(),
+        )
+        .await;
+    let us = since.elapsed().as_micros() as u64;
+    match sent {
+        Some((status, bytes)) => {
             let parsed = matches!(status, 200 | 201 | 409)
                 .then(|| serde_json::from_slice::<Answer>(&bytes).ok())
                 .flatten();
-            (status, parsed, since.elapsed().as_micros() as u64)
+            (status, parsed, us)
         }
-        Err(_) => (0, None, since.elapsed().as_micros() as u64),
+        None => (0, None, us),
     }
 }
 
@@ -197,26 +194,18 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
     let token = ctx.tokens[buyer % ctx.tokens.len()].as_str();
     match ctx.action {
         Action::Read => {
-            let (status, _, us) =
-                send(ctx, reqwest::Method::GET, &ctx.read, None, None, since).await;
+            let (status, _, us) = send(ctx, hyper::Method::GET, &ctx.read, None, None, since).await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::ReadAsBuyer => {
-            let (status, _, us) = send(
-                ctx,
-                reqwest::Method::GET,
-                &ctx.read,
-                Some(token),
-                None,
-                since,
-            )
-            .await;
+            let (status, _, us) =
+                send(ctx, hyper::Method::GET, &ctx.read, Some(token), None, since).await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::Confirm => {
             let (status, parsed, _) = send(
                 ctx,
-                reqwest::Method::POST,
+                hyper::Method::POST,
                 &ctx.one_ticket,
                 Some(token),
                 None,
@@ -233,13 +222,13 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
             stats.acked_holds.push(id);
             let body = serde_json::to_vec(&json!({"reservationIds": [id]})).expect("JSON");
             let request = Prepared {
-                url: ctx.booking.url.clone(),
+                path: ctx.booking.path.clone(),
                 body: Some(bytes::Bytes::from(body)),
             };
             let started = Instant::now();
             let (status, parsed, us) = send(
                 ctx,
-                reqwest::Method::POST,
+                hyper::Method::POST,
                 &request,
                 Some(token),
                 Some(ctx.key()),
@@ -254,7 +243,7 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
         Action::HotGaHold => {
             let (status, parsed, us) = send(
                 ctx,
-                reqwest::Method::POST,
+                hyper::Method::POST,
                 &ctx.hot_ga,
                 Some(token),
                 Some(ctx.key()),
@@ -280,7 +269,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
     let hold = &ctx.best[((quantity - 1) * 2 + u64::from(allow_split)) as usize];
     let (status, parsed, us) = send(
         ctx,
-        reqwest::Method::POST,
+        hyper::Method::POST,
         hold,
         Some(token),
         Some(ctx.key()),
@@ -304,7 +293,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
                 booking["discountCode"] = json!(ctx.discount_code);
             }
             let request = Prepared {
-                url: ctx.booking.url.clone(),
+                path: ctx.booking.path.clone(),
                 body: Some(bytes::Bytes::from(
                     serde_json::to_vec(&booking).expect("JSON"),
                 )),
@@ -312,7 +301,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
             let started = Instant::now();
             let (status, parsed, us) = send(
                 ctx,
-                reqwest::Method::POST,
+                hyper::Method::POST,
                 &request,
                 Some(token),
                 Some(ctx.key()),
@@ -332,7 +321,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
                 // Sold out for good, or only until abandoned holds expire?
                 let (_, parsed, _) = send(
                     ctx,
-                    reqwest::Method::GET,
+                    hyper::Method::GET,
                     &ctx.inventory,
                     None,
                     None,

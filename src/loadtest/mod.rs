@@ -14,6 +14,7 @@
 //!   inventory, confirm booking, list user bookings, validate discount.
 
 mod drive;
+mod http;
 mod setup;
 mod stats;
 
@@ -219,6 +220,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         } = Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         Arc::new(Ctx {
+            http: http::Http::new(&target).expect("target checked above"),
             read,
             hot_ga,
             one_ticket,
@@ -227,7 +229,6 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             booking,
             run_id: format!("{}-{}", run_id, read_path.len()),
             keys_issued: AtomicU64::new(0),
-            client: client.clone(),
             tokens: prepared.buyer_tokens.clone(),
             discount_code: prepared.discount_code.clone(),
             action,
