@@ -14,9 +14,12 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx::query=warn"));
+    // Logs go to stderr, so that a command's own output (the load generator's --json) stays
+    // clean on stdout.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_writer(std::io::stderr);
     // `try_init` so that a second call (tests start many apps in one process) is harmless.
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
