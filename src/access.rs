@@ -72,3 +72,19 @@ pub async fn managed_event(
     }
     Ok(access)
 }
+
+/// Loads the event of an object (a hold or a booking) owned by `owner`, and lets the user see
+/// the object only if they own it or manage its event; otherwise the object is "not found".
+pub async fn owned_or_managed(
+    pool: &PgPool,
+    auth: &AuthUser,
+    event_id: i64,
+    owner: i64,
+    what: &str,
+) -> Result<EventAccess, ApiError> {
+    let event = event(pool, event_id, Some(auth)).await?;
+    if owner != auth.id && !event.managed_by(Some(auth)) {
+        return Err(ApiError::not_found(what));
+    }
+    Ok(event)
+}

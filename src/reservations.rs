@@ -206,10 +206,8 @@ async fn visible(
         hold,
         user_id: owner,
     } = row.ok_or_else(|| ApiError::not_found("reservation"))?;
-    let event = access::event(&state.pool, hold.event_id, Some(auth)).await?;
-    if owner != auth.id && !event.managed_by(Some(auth)) {
-        return Err(ApiError::not_found("reservation"));
-    }
+    let event =
+        access::owned_or_managed(&state.pool, auth, hold.event_id, owner, "reservation").await?;
     Ok((hold, event))
 }
 

@@ -201,10 +201,8 @@ async fn visible(
             .fetch_optional(&state.pool)
             .await?
             .ok_or_else(|| ApiError::not_found("booking"))?;
-    let event = access::event(&state.pool, row.event_id, Some(auth)).await?;
-    if row.user_id != auth.id && !event.managed_by(Some(auth)) {
-        return Err(ApiError::not_found("booking"));
-    }
+    let event =
+        access::owned_or_managed(&state.pool, auth, row.event_id, row.user_id, "booking").await?;
     Ok((row, event))
 }
 

@@ -9,32 +9,21 @@ use std::time::{Duration, Instant};
 use boxoffice_engine::testdb::TestDb;
 use serde_json::json;
 
-use crate::support::{attempt, free_port, scene, Proxy, Seen, Server};
+use crate::support::{attempt, free_port, scene, InProcess, Proxy, Seen, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_gives_503s_not_false_yeses_and_service_recovers() {
     let db = TestDb::create().await;
     let proxy = Proxy::start(5432).await;
     let via_proxy = db.url().replace(":5432/", &format!(":{}/", proxy.port));
-    let mut settings = boxoffice::config::Settings::from_env().unwrap();
-    settings.database_url = boxoffice::config::Secret::new(via_proxy);
-    settings.bind_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.jwt_secret = boxoffice::config::Secret::new(crate::support::JWT_SECRET);
-    settings.jwt_secret_generated = false;
-    settings.redis_url = None;
-    settings.request_timeout_ms = 3_000;
-    settings.db_acquire_timeout_ms = 1_000;
-    settings.engine.flush_timeout_ms = 1_000;
-    settings.engine.call_timeout_ms = 2_500;
-    settings.outbox_worker = false;
-    let app = boxoffice::startup::Application::build(settings)
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = InProcess::start(via_proxy, |s| {
+        s.request_timeout_ms = 3_000;
+        s.db_acquire_timeout_ms = 1_000;
+        s.engine.flush_timeout_ms = 1_000;
+        s.engine.call_timeout_ms = 2_500;
+    })
+    .await;
+    let base = app.base.clone();
     let scene = scene(&db, &base, 100, 100_000, 1000).await;
 
     // Buyers hold in a loop for four seconds; the database is cut off for the middle two.
@@ -120,8 +109,7 @@ async fn an_unreachable_database_gives_503s_not_false_yeses_and_service_recovers
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,29 +4,18 @@
 use boxoffice_engine::testdb::TestDb;
 use serde_json::json;
 
-use crate::support::scene;
+use crate::support::{scene, InProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_load_is_shed_with_retry_after_and_nothing_is_lost() {
     let db = TestDb::create().await;
-    let mut settings = boxoffice::config::Settings::from_env().unwrap();
-    settings.database_url = boxoffice::config::Secret::new(db.url());
-    settings.bind_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.jwt_secret = boxoffice::config::Secret::new(crate::support::JWT_SECRET);
-    settings.jwt_secret_generated = false;
-    settings.redis_url = None;
-    settings.outbox_worker = false;
     // A deliberately tiny engine: four requests in flight.
-    settings.engine.max_in_flight_total = 4;
-    settings.engine.max_in_flight_per_event = 4;
-    let app = boxoffice::startup::Application::build(settings)
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = InProcess::start(db.url(), |s| {
+        s.engine.max_in_flight_total = 4;
+        s.engine.max_in_flight_per_event = 4;
+    })
+    .await;
+    let base = app.base.clone();
     let scene = scene(&db, &base, 400, 100_000, 1000).await;
 
     let client = reqwest::Client::new();
@@ -83,6 +72,5 @@ async fn excess_load_is_shed_with_retry_after_and_nothing_is_lost() {
             .unwrap()
             .is_empty()
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    app.stop().await;
 }

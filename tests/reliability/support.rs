@@ -253,3 +253,47 @@ impl Proxy {
         self.down.store(false, Ordering::SeqCst);
     }
 }
+
+/// The application in this process (so that its settings can be bent for a test), serving
+/// on a free port until stopped.
+pub struct InProcess {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts it on `database_url`, with `tweak` applied to the test settings.
+    pub async fn start(
+        database_url: String,
+        tweak: impl FnOnce(&mut boxoffice::config::Settings),
+    ) -> InProcess {
+        let mut settings = boxoffice::config::Settings::from_env().unwrap();
+        settings.database_url = boxoffice::config::Secret::new(database_url);
+        settings.bind_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.jwt_secret = boxoffice::config::Secret::new(JWT_SECRET);
+        settings.jwt_secret_generated = false;
+        settings.redis_url = None;
+        settings.outbox_worker = false;
+        tweak(&mut settings);
+        let app = boxoffice::startup::Application::build(settings)
+            .await
+            .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            base,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// Stops it gracefully and checks it shut down cleanly.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
