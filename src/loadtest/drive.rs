@@ -220,25 +220,7 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
                 return;
             };
             stats.acked_holds.push(id);
-            let body = serde_json::to_vec(&json!({"reservationIds": [id]})).expect("JSON");
-            let request = Prepared {
-                path: ctx.booking.path.clone(),
-                body: Some(bytes::Bytes::from(body)),
-            };
-            let started = Instant::now();
-            let (status, parsed, us) = send(
-                ctx,
-                hyper::Method::POST,
-                &request,
-                Some(token),
-                Some(ctx.key()),
-                started,
-            )
-            .await;
-            stats.confirms.record(Outcome::of(status), us);
-            if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
-                stats.acked_bookings.push(reference);
-            }
+            confirm(ctx, stats, token, json!({"reservationIds": [id]})).await;
         }
         Action::HotGaHold => {
             let (status, parsed, us) = send(
@@ -292,28 +274,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
             if roll < 35 {
                 booking["discountCode"] = json!(ctx.discount_code);
             }
-            let request = Prepared {
-                path: ctx.booking.path.clone(),
-                body: Some(bytes::Bytes::from(
-                    serde_json::to_vec(&booking).expect("JSON"),
-                )),
-            };
-            let started = Instant::now();
-            let (status, parsed, us) = send(
-                ctx,
-                hyper::Method::POST,
-                &request,
-                Some(token),
-                Some(ctx.key()),
-                started,
-            )
-            .await;
-            stats.confirms.record(Outcome::of(status), us);
-            if status == 201 {
-                if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
-                    stats.acked_bookings.push(reference);
-                }
-            }
+            confirm(ctx, stats, token, booking).await;
         }
         409 => {
             let code = parsed.map(|a| a.error.code).unwrap_or_default();
@@ -344,6 +305,29 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
             }
         }
         _ => {}
+    }
+}
+
+/// Confirms a hold into a booking (`POST /bookings` with `body`), timing it and remembering
+/// the reference if it was acknowledged.
+async fn confirm(ctx: &Ctx, stats: &mut Stats, token: &str, body: Value) {
+    let request = Prepared {
+        path: ctx.booking.path.clone(),
+        body: Some(bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON"))),
+    };
+    let started = Instant::now();
+    let (status, parsed, us) = send(
+        ctx,
+        hyper::Method::POST,
+        &request,
+        Some(token),
+        Some(ctx.key()),
+        started,
+    )
+    .await;
+    stats.confirms.record(Outcome::of(status), us);
+    if let Some(reference) = parsed.and_then(|a| a.data.booking_reference) {
+        stats.acked_bookings.push(reference);
     }
 }
 
