@@ -92,3 +92,43 @@ async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
     assert_eq!(counts[&stalls], (10, 10, 0, 0));
     assert_invariants(f.pool(), f.event_id).await;
 }
+
+#[tokio::test]
+async fn an_idle_actor_without_holds_stops_and_the_next_request_brings_it_back() {
+    let config = EngineConfig {
+        idle_timeout_seconds: 60,
+        ..EngineConfig::default()
+    };
+    let f = fixture(1, 4, 60, config).await;
+    let floor = f.general("Floor", 10).await;
+    f.open_sale().await;
+    assert_eq!(f.engine.live_actors(), 1);
+
+    // Past the idle timeout the actor stops by itself (no request, no hold to expire).
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let mut stopped = false;
+    for _ in 0..10_000 {
+        if f.engine.live_actors() == 0 {
+            stopped = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::resume();
+    assert!(stopped, "the idle actor stopped");
+
+    // The next request loads the event again and sells as before.
+    let request = HoldRequest {
+        user_id: f.buyers[0],
+        kind: HoldKind::General {
+            section_id: floor,
+            quantity: 1,
+        },
+        idempotency_key: None,
+        session_id: None,
+    };
+    f.engine.hold(f.event_id, request).await.unwrap();
+    assert_eq!(f.engine.live_actors(), 1);
+    assert_invariants(f.pool(), f.event_id).await;
+}

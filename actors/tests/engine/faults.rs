@@ -221,3 +221,31 @@ async fn the_audit_notices_broken_invariants_and_missing_acknowledgements() {
         .unwrap();
     assert!(!broken.is_empty(), "a corrupted count went unnoticed");
 }
+
+#[tokio::test]
+async fn a_superseded_owner_can_never_write_again() {
+    let f = fixture(1, 4, 600, EngineConfig::default()).await;
+    f.general("Floor", 10).await;
+    // Two loads: the second takes ownership from the first (as a restarted or moved actor
+    // would). The first's epoch is now stale, and its flushes are refused by the database.
+    let (_, first) = boxoffice_engine::recovery::load(f.pool(), f.event_id)
+        .await
+        .unwrap();
+    let (_, second) = boxoffice_engine::recovery::load(f.pool(), f.event_id)
+        .await
+        .unwrap();
+    assert!(second > first);
+    let writes = boxoffice_engine::write_behind::Writes::default();
+    let stale =
+        boxoffice_engine::write_behind::flush::write(f.pool(), f.event_id, first, &writes).await;
+    assert!(
+        matches!(
+            stale,
+            Err(boxoffice_engine::write_behind::flush::FlushError::Fenced { .. })
+        ),
+        "a stale epoch must be fenced: {stale:?}"
+    );
+    boxoffice_engine::write_behind::flush::write(f.pool(), f.event_id, second, &writes)
+        .await
+        .expect("the current owner writes");
+}
