@@ -44,6 +44,9 @@ pub struct Ctx {
     pub run_id: String,
     pub keys_issued: AtomicU64,
     pub deadline: Instant,
+    /// Requests started before this are warm-up: their outcomes are checked in PostgreSQL
+    /// but not counted in the latency and throughput figures.
+    pub measure_from: Instant,
     /// Set when the run should end early (sold out).
     pub done: AtomicBool,
     /// When the sellout was seen complete, µs after `started`.
@@ -337,14 +340,21 @@ pub async fn closed_loop(ctx: Arc<Ctx>, concurrency: usize) -> Stats {
         .map(|w| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let mut stats = Stats::default();
+                let (mut warm, mut stats) = (Stats::default(), Stats::default());
                 let mut rng = Rng::new(w as u64 + 1);
                 let mut buyer = w;
                 while ctx.running() {
-                    iteration(&ctx, &mut stats, &mut rng, buyer, Instant::now()).await;
+                    let now = Instant::now();
+                    let into = if now < ctx.measure_from {
+                        &mut warm
+                    } else {
+                        &mut stats
+                    };
+                    iteration(&ctx, into, &mut rng, buyer, now).await;
                     buyer += concurrency;
                     ctx.progress.inc(1);
                 }
+                stats.keep_acknowledgements_of(warm);
                 stats
             })
         })
@@ -361,6 +371,7 @@ pub async fn closed_loop(ctx: Arc<Ctx>, concurrency: usize) -> Stats {
 /// says so rather than silently slowing the schedule).
 pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, u64) {
     let shared = Arc::new(Mutex::new(Stats::default()));
+    let warm = Arc::new(Mutex::new(Stats::default()));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut next = Instant::now();
     let mut sent = 0u64;
@@ -376,7 +387,11 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
         }
         ctx.in_flight.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
-        let shared = shared.clone();
+        let shared = if due < ctx.measure_from {
+            warm.clone()
+        } else {
+            shared.clone()
+        };
         let buyer = sent as usize;
         sent += 1;
         tasks.spawn(async move {
@@ -391,6 +406,7 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let stats = std::mem::take(&mut *shared.lock().expect("not poisoned"));
+    let mut stats = std::mem::take(&mut *shared.lock().expect("not poisoned"));
+    stats.keep_acknowledgements_of(std::mem::take(&mut *warm.lock().expect("not poisoned")));
     (stats, skipped)
 }

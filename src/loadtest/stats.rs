@@ -153,6 +153,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Takes over what a warm-up acknowledged (it must be checked too), not its figures.
+    pub fn keep_acknowledgements_of(&mut self, warm: Stats) {
+        self.acked_holds.extend(warm.acked_holds);
+        self.acked_bookings.extend(warm.acked_bookings);
+        self.abandoned += warm.abandoned;
+    }
+
     pub fn merge(&mut self, other: Stats) {
         self.holds.merge(&other.holds);
         self.confirms.merge(&other.confirms);
