@@ -1,7 +1,7 @@
 //! `/events/{id}/reservations` and `/reservations`: holds.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::access;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Data};
+use crate::error::{created, ApiError, Data};
 use crate::extract::{IdempotencyKey, Json, Path};
 use crate::startup::AppState;
 
@@ -152,17 +152,10 @@ pub async fn create(
     metrics::counter!("boxoffice_reservations_total", "outcome" => outcome_label(&result))
         .increment(1);
     let outcome = result?;
-    let mut response = (
-        StatusCode::CREATED,
-        Data::json(ReservationView::from(outcome.hold)),
-    )
-        .into_response();
-    if outcome.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(created(
+        ReservationView::from(outcome.hold),
+        outcome.replayed,
+    ))
 }
 
 const SELECT: &str =

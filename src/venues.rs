@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Data, Page};
+use crate::error::{trim_page, ApiError, Data, Page};
 use crate::extract::{Json, Query};
 use crate::startup::AppState;
 
@@ -93,10 +93,7 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = (venues.len() as i64 > limit).then(|| {
-        venues.truncate(limit as usize);
-        venues.last().map(|v| v.id.to_string()).unwrap_or_default()
-    });
+    let next_cursor = trim_page(&mut venues, limit, |v| v.id.to_string());
     Ok(axum::Json(Page {
         data: venues,
         next_cursor,

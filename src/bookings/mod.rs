@@ -5,7 +5,7 @@ pub mod export;
 mod view;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -19,7 +19,7 @@ pub use view::{BookingView, ItemView};
 
 use crate::access;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Data, Page};
+use crate::error::{created, trim_page, ApiError, Data, Page};
 use crate::extract::{IdempotencyKey, Json, Path, Query};
 use crate::startup::AppState;
 
@@ -132,17 +132,10 @@ pub async fn create(
         }
         other => other?,
     };
-    let mut response = (
-        StatusCode::CREATED,
-        Data::json(BookingView::from(outcome.booking)),
-    )
-        .into_response();
-    if outcome.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(created(
+        BookingView::from(outcome.booking),
+        outcome.replayed,
+    ))
 }
 
 fn parse_cursor(cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, i64)>, ApiError> {
@@ -180,9 +173,7 @@ pub async fn mine(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        let last = rows.last().expect("non-empty");
+    let next_cursor = trim_page(&mut rows, limit, |last| {
         format!("{}.{}", last.created_at.timestamp_micros(), last.id)
     });
     let data = view::with_items(&state.pool, rows).await?;
@@ -268,10 +259,7 @@ pub async fn of_event(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last().expect("non-empty").id.to_string()
-    });
+    let next_cursor = trim_page(&mut rows, limit, |last| last.id.to_string());
     let data = view::with_items(&state.pool, rows).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }

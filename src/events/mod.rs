@@ -20,7 +20,7 @@ pub use view::{EventSummary, EventView, SectionView};
 
 use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::error::{ApiError, Data, Page};
+use crate::error::{trim_page, ApiError, Data, Page};
 use crate::extract::{Json, Path, Query};
 use crate::startup::AppState;
 
@@ -225,9 +225,7 @@ pub async fn list(
         .bind(limit + 1)
         .fetch_all(&state.pool)
         .await?;
-        let next_cursor = (rows.len() as i64 > limit).then(|| {
-            rows.truncate(limit as usize);
-            let last = rows.last().expect("non-empty");
+        let next_cursor = trim_page(&mut rows, limit, |last| {
             encode_cursor(last.event_date, last.id)
         });
         Ok(Page {
