@@ -163,6 +163,18 @@ impl Cache {
         }
     }
 
+    /// Readiness of the shared cache: "not configured", "ok" when Redis answers a PING on
+    /// the cache's own connection, "degraded" otherwise (reads then fall back to PostgreSQL).
+    pub async fn redis_status(&self) -> &'static str {
+        match &self.redis {
+            None => "not configured",
+            Some(redis) => match redis.run::<String>(redis::cmd("PING")).await {
+                Some(_) => "ok",
+                None => "degraded",
+            },
+        }
+    }
+
     /// The cached value of `key`, or `load`'s, cached for `ttl`. `cache` names the cache in
     /// metrics (a fixed word, never an id).
     pub async fn get_or_load<T, F, Fut>(

@@ -27,19 +27,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await,
         Ok(Ok(_))
     );
-    let redis = match &state.redis {
-        None => "not configured",
-        Some(client) => {
-            let ping = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await
-            };
-            match tokio::time::timeout(timeout, ping).await {
-                Ok(Ok(_)) => "ok",
-                _ => "degraded",
-            }
-        }
-    };
+    let redis = state.cache.redis_status().await;
     let status = if database {
         StatusCode::OK
     } else {

@@ -51,8 +51,6 @@ pub struct AppContext {
     pub pool: PgPool,
     /// The reservation engine.
     pub engine: Engine,
-    /// Redis, when configured (readiness pings it).
-    pub redis: Option<redis::Client>,
     /// Hot reads: Redis or in-process.
     pub cache: Arc<Cache>,
     /// Access-token keys.
@@ -91,7 +89,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
         let state = AppState(Arc::new(AppContext {
-            cache: Arc::new(Cache::new(redis.clone(), settings.cache_prefix.clone())),
+            cache: Arc::new(Cache::new(redis, settings.cache_prefix.clone())),
             keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
             passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(5)),
             login_throttle: Arc::new(LoginThrottle::new(
@@ -101,7 +99,6 @@ impl Application {
             )),
             pool,
             engine,
-            redis,
             settings: Arc::new(settings),
         }));
         Ok(Application {

@@ -298,16 +298,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     section_id: GENERAL,
                     quantity,
                 };
-                let got = inv.place_hold(
-                    HoldRequest {
-                        user_id: user,
-                        kind,
-                        idempotency_key: None,
-                        session_id: None,
-                    },
-                    id,
-                    model.now_ms,
-                );
+                let got = inv.place_hold(request(user, kind), id, model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     model.add_hold(id, user, GENERAL, quantity, vec![]);
@@ -326,16 +317,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let seat_ids = seats.iter().map(|&s| FIRST_SEAT + s as i64).collect();
                 let kind = HoldKind::Seats { seat_ids };
-                let got = inv.place_hold(
-                    HoldRequest {
-                        user_id: user,
-                        kind,
-                        idempotency_key: None,
-                        session_id: None,
-                    },
-                    id,
-                    model.now_ms,
-                );
+                let got = inv.place_hold(request(user, kind), id, model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if got.is_ok() {
                     model.add_hold(id, user, RESERVED, n, seats);
@@ -366,16 +348,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     quantity,
                     allow_split: split,
                 };
-                let got = inv.place_hold(
-                    HoldRequest {
-                        user_id: user,
-                        kind,
-                        idempotency_key: None,
-                        session_id: None,
-                    },
-                    id,
-                    model.now_ms,
-                );
+                let got = inv.place_hold(request(user, kind), id, model.now_ms);
                 prop_assert_eq!(code(&got), expected);
                 if let Ok((outcome, _)) = got {
                     let mut chosen: Vec<usize> = outcome
@@ -545,6 +518,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(sold_out, model.sold_out());
     }
     Ok(())
+}
+
+/// A hold request without idempotency key or session.
+fn request(user_id: i64, kind: HoldKind) -> HoldRequest {
+    HoldRequest {
+        user_id,
+        kind,
+        idempotency_key: None,
+        session_id: None,
+    }
 }
 
 /// An ACTIVE hold of the model chosen by `pick`, or `None` when there is none.

@@ -346,8 +346,7 @@ pub async fn update(
         // Selling rules belong to the event's actor: it applies them and persists them.
         state.engine.update_settings(id, rules).await?;
     }
-    state.cache.invalidate(&view::cache_key(id)).await;
-    state.cache.bump(LISTINGS).await;
+    invalidate(&state, id).await;
     Ok(Data::json(view::load(&state.pool, id).await?))
 }
 

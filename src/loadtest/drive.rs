@@ -32,14 +32,8 @@ pub struct Ctx {
     pub tokens: Vec<String>,
     pub discount_code: Option<String>,
     pub action: Action,
-    /// Prepared requests: the read, the GENERAL hold, best-available holds by
-    /// (quantity − 1, split), the inventory check.
-    pub read: Prepared,
-    pub hot_ga: Prepared,
-    pub one_ticket: Prepared,
-    pub best: Vec<Prepared>,
-    pub inventory: Prepared,
-    pub booking: Prepared,
+    /// The scenario's requests, prepared once.
+    pub requests: Requests,
     /// Distinguishes this run's idempotency keys.
     pub run_id: String,
     pub keys_issued: AtomicU64,
@@ -69,42 +63,6 @@ impl Ctx {
             self.run_id,
             self.keys_issued.fetch_add(1, Ordering::Relaxed)
         )
-    }
-
-    /// The prepared requests of a scenario.
-    pub fn prepare_requests(
-        target: &str,
-        event_id: i64,
-        section_id: i64,
-        read_path: &str,
-    ) -> Requests {
-        let holds = format!("/events/{event_id}/reservations");
-        let hot_ga = Prepared::new(
-            target,
-            &holds,
-            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 2})),
-        );
-        let one_ticket = Prepared::new(
-            target,
-            &holds,
-            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 1})),
-        );
-        let mut best = Vec::new();
-        for quantity in 1..=4 {
-            for split in [false, true] {
-                best.push(Prepared::new(target, &holds, Some(json!({
-                    "type": "BEST_AVAILABLE", "sectionId": section_id, "quantity": quantity, "allowSplit": split
-                }))));
-            }
-        }
-        Requests {
-            read: Prepared::new(target, read_path, None),
-            hot_ga,
-            one_ticket,
-            best,
-            inventory: Prepared::new(target, &format!("/events/{event_id}/inventory"), None),
-            booking: Prepared::new(target, "/bookings", None),
-        }
     }
 }
 
@@ -144,6 +102,37 @@ pub struct Requests {
     pub booking: Prepared,
 }
 
+impl Requests {
+    /// The requests of a scenario on `event_id` / `section_id`, reading `read_path`.
+    pub fn new(event_id: i64, section_id: i64, read_path: &str) -> Requests {
+        let holds = format!("/events/{event_id}/reservations");
+        let hot_ga = Prepared::new(
+            &holds,
+            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 2})),
+        );
+        let one_ticket = Prepared::new(
+            &holds,
+            Some(json!({"type": "GENERAL", "sectionId": section_id, "quantity": 1})),
+        );
+        let mut best = Vec::new();
+        for quantity in 1..=4 {
+            for split in [false, true] {
+                best.push(Prepared::new(&holds, Some(json!({
+                    "type": "BEST_AVAILABLE", "sectionId": section_id, "quantity": quantity, "allowSplit": split
+                }))));
+            }
+        }
+        Requests {
+            read: Prepared::new(read_path, None),
+            hot_ga,
+            one_ticket,
+            best,
+            inventory: Prepared::new(&format!("/events/{event_id}/inventory"), None),
+            booking: Prepared::new("/bookings", None),
+        }
+    }
+}
+
 /// A request ready to send: the path fixed once, the body serialized once.
 pub struct Prepared {
     pub path: String,
@@ -151,7 +140,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(_target: &str, path: &str, body: Option<Value>) -> Prepared {
+    pub fn new(path: &str, body: Option<Value>) -> Prepared {
         Prepared {
             path: path.to_string(),
             body: body.map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("JSON"))),
@@ -197,19 +186,34 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
     let token = ctx.tokens[buyer % ctx.tokens.len()].as_str();
     match ctx.action {
         Action::Read => {
-            let (status, _, us) = send(ctx, hyper::Method::GET, &ctx.read, None, None, since).await;
+            let (status, _, us) = send(
+                ctx,
+                hyper::Method::GET,
+                &ctx.requests.read,
+                None,
+                None,
+                since,
+            )
+            .await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::ReadAsBuyer => {
-            let (status, _, us) =
-                send(ctx, hyper::Method::GET, &ctx.read, Some(token), None, since).await;
+            let (status, _, us) = send(
+                ctx,
+                hyper::Method::GET,
+                &ctx.requests.read,
+                Some(token),
+                None,
+                since,
+            )
+            .await;
             stats.reads.record(Outcome::of(status), us);
         }
         Action::Confirm => {
             let (status, parsed, _) = send(
                 ctx,
                 hyper::Method::POST,
-                &ctx.one_ticket,
+                &ctx.requests.one_ticket,
                 Some(token),
                 None,
                 since,
@@ -229,7 +233,7 @@ pub async fn iteration(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, buyer: usize
             let (status, parsed, us) = send(
                 ctx,
                 hyper::Method::POST,
-                &ctx.hot_ga,
+                &ctx.requests.hot_ga,
                 Some(token),
                 Some(ctx.key()),
                 since,
@@ -251,7 +255,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
     // Most buyers want seats together; some accept split seats, which is also how the last
     // scattered singles get sold.
     let allow_split = rng.below(4) == 0;
-    let hold = &ctx.best[((quantity - 1) * 2 + u64::from(allow_split)) as usize];
+    let hold = &ctx.requests.best[((quantity - 1) * 2 + u64::from(allow_split)) as usize];
     let (status, parsed, us) = send(
         ctx,
         hyper::Method::POST,
@@ -286,7 +290,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
                 let (_, parsed, _) = send(
                     ctx,
                     hyper::Method::GET,
-                    &ctx.inventory,
+                    &ctx.requests.inventory,
                     None,
                     None,
                     Instant::now(),
@@ -315,7 +319,7 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
 /// the reference if it was acknowledged.
 async fn confirm(ctx: &Ctx, stats: &mut Stats, token: &str, body: Value) {
     let request = Prepared {
-        path: ctx.booking.path.clone(),
+        path: ctx.requests.booking.path.clone(),
         body: Some(bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON"))),
     };
     let started = Instant::now();

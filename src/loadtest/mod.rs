@@ -214,25 +214,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let event_id = prepared.event_id;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = |action: Action, read_path: String, seconds: u64| {
-        let drive::Requests {
-            read,
-            hot_ga,
-            one_ticket,
-            best,
-            inventory,
-            booking,
-        } = Ctx::prepare_requests(&target, event_id, prepared.section_id, &read_path);
+        let requests = drive::Requests::new(event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         let measure_from = started + Duration::from_secs(args.warmup);
         Arc::new(Ctx {
             measure_from,
             http: http::Http::new(&target).expect("target checked above"),
-            read,
-            hot_ga,
-            one_ticket,
-            best,
-            inventory,
-            booking,
+            requests,
             run_id: format!("{}-{}", run_id, read_path.len()),
             keys_issued: AtomicU64::new(0),
             tokens: prepared.buyer_tokens.clone(),

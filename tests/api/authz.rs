@@ -52,28 +52,8 @@ async fn every_route_with_an_id_refuses_the_wrong_user_and_changes_nothing() {
     let (_, buyer) = app.user("CUSTOMER").await;
     let (_, stranger) = app.user("CUSTOMER").await;
     let (event_id, general, reserved) = app.event_on_sale(&organizer, 10, 1, 4, 8).await;
-    let hold = data(
-        app.post(
-            &format!("/events/{event_id}/reservations"),
-            Some(&buyer),
-            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
-    let to_book = data(
-        app.post(
-            &format!("/events/{event_id}/reservations"),
-            Some(&buyer),
-            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
+    let hold = app.hold(&buyer, event_id, general, 1).await;
+    let to_book = app.hold(&buyer, event_id, general, 1).await;
     let booking = data(
         app.post(
             "/bookings",

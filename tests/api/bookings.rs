@@ -2,19 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{data, error_code, spawn_app, TestApp};
-
-async fn hold(app: &TestApp, token: &str, event_id: i64, section: i64, quantity: u32) -> i64 {
-    let r = app
-        .post(
-            &format!("/events/{event_id}/reservations"),
-            Some(token),
-            json!({"type": "GENERAL", "sectionId": section, "quantity": quantity}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    data(r).await["id"].as_i64().unwrap()
-}
+use crate::helpers::{data, error_code, spawn_app};
 
 #[tokio::test]
 async fn confirming_holds_makes_a_priced_booking_with_its_jobs_queued() {
@@ -30,7 +18,7 @@ async fn confirming_holds_makes_a_priced_booking_with_its_jobs_queued() {
         )
         .await;
     assert_eq!(discount.status(), 201);
-    let a = hold(&app, &buyer, event_id, general, 2).await;
+    let a = app.hold(&buyer, event_id, general, 2).await;
     let b = data(
         app.post(
             &format!("/events/{event_id}/reservations"),
@@ -104,7 +92,7 @@ async fn an_idempotent_confirm_is_booked_once() {
     let (_, organizer) = app.user("ORGANIZER").await;
     let (_, buyer) = app.user("CUSTOMER").await;
     let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
-    let a = hold(&app, &buyer, event_id, general, 2).await;
+    let a = app.hold(&buyer, event_id, general, 2).await;
     let body = json!({"reservationIds": [a]});
     let (first, second) = tokio::join!(
         app.post_keyed("/bookings", &buyer, "pay-1", body.clone()),
@@ -145,7 +133,7 @@ async fn bookings_are_read_listed_cancelled_and_exported_by_those_allowed() {
     let (event_id, general, _) = app.event_on_sale(&organizer, 50, 1, 1, 8).await;
     let mut references = Vec::new();
     for _ in 0..3 {
-        let h = hold(&app, &buyer, event_id, general, 1).await;
+        let h = app.hold(&buyer, event_id, general, 1).await;
         let b = data(
             app.post("/bookings", Some(&buyer), json!({"reservationIds": [h]}))
                 .await,
@@ -259,8 +247,8 @@ async fn a_booking_needs_active_holds_of_one_event_owned_by_the_buyer() {
     let (_, other) = app.user("CUSTOMER").await;
     let (first_event, first_general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
     let (second_event, second_general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
-    let a = hold(&app, &buyer, first_event, first_general, 1).await;
-    let b = hold(&app, &buyer, second_event, second_general, 1).await;
+    let a = app.hold(&buyer, first_event, first_general, 1).await;
+    let b = app.hold(&buyer, second_event, second_general, 1).await;
     let mixed = app
         .post("/bookings", Some(&buyer), json!({"reservationIds": [a, b]}))
         .await;

@@ -81,22 +81,8 @@ async fn discount_codes_are_created_validated_and_used_up() {
     assert_eq!(app.get(&check).await.status(), 401);
 
     // One use, then the code is exhausted for the next booking.
-    let hold = |n| {
-        let app = &app;
-        let buyer = &buyer;
-        async move {
-            let r = app
-                .post(
-                    &format!("/events/{event_id}/reservations"),
-                    Some(buyer),
-                    json!({"type": "GENERAL", "sectionId": general, "quantity": n}),
-                )
-                .await;
-            data(r).await["id"].as_i64().unwrap()
-        }
-    };
-    let a = hold(1).await;
-    let b = hold(1).await;
+    let a = app.hold(&buyer, event_id, general, 1).await;
+    let b = app.hold(&buyer, event_id, general, 1).await;
     let used = app
         .post(
             "/bookings",

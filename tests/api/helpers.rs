@@ -183,6 +183,20 @@ impl TestApp {
             .expect("sent")
     }
 
+    /// Holds `quantity` tickets of a GENERAL section for the token's buyer; asserts 201 and
+    /// returns the hold id.
+    pub async fn hold(&self, token: &str, event_id: i64, section_id: i64, quantity: u32) -> i64 {
+        let r = self
+            .post(
+                &format!("/events/{event_id}/reservations"),
+                Some(token),
+                serde_json::json!({"type": "GENERAL", "sectionId": section_id, "quantity": quantity}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        data(r).await["id"].as_i64().unwrap()
+    }
+
     /// An event on sale with a GENERAL section of `general` tickets and a RESERVED section
     /// of `rows` × `per_row` seats. Returns (event id, general section id, reserved section id).
     pub async fn event_on_sale(

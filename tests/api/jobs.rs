@@ -42,22 +42,10 @@ async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
 
-    let hold = data(
-        app.post(
-            &format!("/events/{event_id}/reservations"),
-            Some(&buyer),
-            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
-        )
-        .await,
-    )
-    .await;
+    let hold = app.hold(&buyer, event_id, general, 1).await;
     // Park the analytics job; deliver only the confirmation job, round by round.
     let booked = app
-        .post(
-            "/bookings",
-            Some(&buyer),
-            json!({"reservationIds": [hold["id"]]}),
-        )
+        .post("/bookings", Some(&buyer), json!({"reservationIds": [hold]}))
         .await;
     assert_eq!(booked.status(), 201);
     sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE kind <> 'booking.confirmed'")

@@ -307,16 +307,7 @@ async fn holds_are_listed_read_and_released_by_their_owner_only() {
     let (_, buyer) = app.user("CUSTOMER").await;
     let (_, other) = app.user("CUSTOMER").await;
     let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
-    let hold = data(
-        app.post(
-            &format!("/events/{event_id}/reservations"),
-            Some(&buyer),
-            json!({"type": "GENERAL", "sectionId": general, "quantity": 3}),
-        )
-        .await,
-    )
-    .await;
-    let id = hold["id"].as_i64().unwrap();
+    let id = app.hold(&buyer, event_id, general, 3).await;
     let mine = data(app.get_as("/reservations", &buyer).await).await;
     assert_eq!(mine.as_array().unwrap().len(), 1);
     assert_eq!(
