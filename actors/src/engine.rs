@@ -314,16 +314,6 @@ impl Engine {
         })
     }
 
-    /// The engine's clock.
-    pub fn clock(&self) -> Clock {
-        self.shared.clock
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &EngineConfig {
-        &self.shared.config
-    }
-
     /// Number of live event actors.
     pub fn live_actors(&self) -> usize {
         self.shared.registry.len()

@@ -16,7 +16,6 @@ pub struct TestApp {
     /// The database, for checks against PostgreSQL. Dropped with the app.
     pub db: TestDb,
     /// The engine inside the server.
-    #[allow(dead_code)]
     pub engine: Engine,
     /// An HTTP client.
     pub client: reqwest::Client,

@@ -180,10 +180,6 @@ impl Inventory {
         self.version
     }
 
-    pub fn rules(&self) -> &EventRules {
-        &self.rules
-    }
-
     /// Number of ACTIVE holds.
     pub fn active_holds(&self) -> usize {
         self.holds.len()
@@ -197,16 +193,6 @@ impl Inventory {
     /// Tickets held + booked by a buyer.
     pub fn tickets_of(&self, user_id: UserId) -> u32 {
         self.tickets_by_user.get(&user_id).copied().unwrap_or(0)
-    }
-
-    /// An ACTIVE hold.
-    pub fn hold(&self, hold_id: HoldId) -> Option<&HoldView> {
-        self.holds.get(&hold_id).map(|h| &h.view)
-    }
-
-    /// A booking.
-    pub fn booking(&self, booking_id: BookingId) -> Option<&BookingView> {
-        self.bookings.get(&booking_id)
     }
 
     /// A discount by code (case-insensitive).
