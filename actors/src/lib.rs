@@ -19,6 +19,7 @@ pub mod event;
 pub mod ids;
 pub mod inventory;
 pub mod io_runtime;
+pub mod limits;
 pub mod recovery;
 pub mod supervisor;
 pub mod testdb;

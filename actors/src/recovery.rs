@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use sqlx::{PgPool, Row};
 
 use crate::clock::from_timestamp;
-use crate::inventory::{EventRules, Restored, RestoredHold, RestoredSection, RowSpec};
+use crate::inventory::{
+    EventRules, Restored, RestoredBooking, RestoredHold, RestoredSection, RowSpec,
+};
 use crate::types::{
     BookingStatus, BookingView, DiscountAmount, DiscountView, EventId, EventStatus, HoldStatus,
     HoldView, SectionKind,
@@ -106,7 +108,7 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
     let mut holds = Vec::new();
     for row in sqlx::query(
         "SELECT id, user_id, section_id, quantity, seat_ids, status, booking_id,
-                idempotency_key, expires_at, created_at
+                idempotency_key, request_fingerprint, expires_at, created_at
          FROM reservations
          WHERE event_id = $1
            AND (status IN ('ACTIVE', 'CONFIRMED') OR booking_id IS NOT NULL
@@ -130,13 +132,14 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             },
             booking_id: row.get("booking_id"),
             idempotency_key: row.get("idempotency_key"),
+            request_fingerprint: row.get("request_fingerprint"),
         });
     }
 
     let mut bookings = Vec::new();
     for row in sqlx::query(
         "SELECT id, booking_reference, user_id, status, subtotal_cents, discount_cents,
-                total_cents, discount_id, idempotency_key, created_at
+                total_cents, discount_id, idempotency_key, request_fingerprint, created_at
          FROM bookings WHERE event_id = $1",
     )
     .bind(event_id)
@@ -156,7 +159,11 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             items: Vec::new(),
             created_at_ms: from_timestamp(row.get("created_at")),
         };
-        bookings.push((view, row.get("idempotency_key")));
+        bookings.push(RestoredBooking {
+            view,
+            idempotency_key: row.get("idempotency_key"),
+            request_fingerprint: row.get("request_fingerprint"),
+        });
     }
 
     let mut discounts = Vec::new();

@@ -150,6 +150,43 @@ pub enum HoldKind {
     },
 }
 
+impl HoldKind {
+    /// How many tickets the request asks for.
+    pub fn quantity(&self) -> u32 {
+        match self {
+            HoldKind::General { quantity, .. } | HoldKind::BestAvailable { quantity, .. } => {
+                *quantity
+            }
+            HoldKind::Seats { seat_ids } => seat_ids.len() as u32,
+        }
+    }
+
+    /// A stable text naming what was asked. It is stored next to an idempotency key so that
+    /// a different request reusing the key is recognised, even after the event is reloaded.
+    /// Seats are listed sorted: the same seats in another order are the same request.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            HoldKind::General {
+                section_id,
+                quantity,
+            } => format!("GENERAL section={section_id} quantity={quantity}"),
+            HoldKind::Seats { seat_ids } => {
+                let mut sorted = seat_ids.clone();
+                sorted.sort_unstable();
+                let ids: Vec<String> = sorted.iter().map(ToString::to_string).collect();
+                format!("SEATS seats={}", ids.join(","))
+            }
+            HoldKind::BestAvailable {
+                section_id,
+                quantity,
+                allow_split,
+            } => format!(
+                "BEST_AVAILABLE section={section_id} quantity={quantity} split={allow_split}"
+            ),
+        }
+    }
+}
+
 /// A request for a hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldRequest {
@@ -198,6 +235,26 @@ pub struct ConfirmRequest {
     pub discount_code: Option<String>,
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
+}
+
+impl ConfirmRequest {
+    /// The discount code as the inventory files it: trimmed and upper-cased.
+    pub fn normalized_code(&self) -> Option<String> {
+        self.discount_code.as_ref().map(|c| c.trim().to_uppercase())
+    }
+
+    /// A stable text naming what was asked (holds in id order, normalized code), stored next
+    /// to an idempotency key; see [`HoldKind::fingerprint`].
+    pub fn fingerprint(&self) -> String {
+        let mut ids = self.hold_ids.clone();
+        ids.sort_unstable();
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        format!(
+            "holds={} code={}",
+            ids.join(","),
+            self.normalized_code().unwrap_or_default()
+        )
+    }
 }
 
 /// One line of a booking: the seats or tickets of one confirmed hold.

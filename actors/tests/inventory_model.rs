@@ -2,6 +2,10 @@
 //! confirmations, cancellations and expiries run against the real `Inventory` and against
 //! a deliberately simple reference model. After every step both must agree on the answer,
 //! on every count and on every seat, and the inventory's own invariant check must pass.
+//!
+//! The model covers every rule the inventory decides for holds and bookings: sale state,
+//! quantities, the per-buyer limit, seat availability, best-available, ownership, discount
+//! uses and validity windows, and idempotency keys (replays and reuse).
 
 use std::collections::BTreeMap;
 
@@ -25,12 +29,37 @@ const MAX_PER_USER: u32 = 5;
 const TTL_MS: i64 = 60_000;
 const USERS: i64 = 4;
 const DISCOUNT_USES: u32 = 2;
+/// The windowed discount is valid from T0 + 60 s until (not including) T0 + 150 s.
+const WINDOW_FROM_MS: i64 = T0 + 60_000;
+const WINDOW_UNTIL_MS: i64 = T0 + 150_000;
+const WINDOW_OFF_CENTS: i64 = 1_000;
+
+/// Which discount a confirm names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Code {
+    None,
+    /// 50 % off, `DISCOUNT_USES` uses, always valid.
+    Half,
+    /// `WINDOW_OFF_CENTS` off, plenty of uses, valid in its window only.
+    Window,
+}
+
+impl Code {
+    fn text(self) -> Option<String> {
+        match self {
+            Code::None => None,
+            Code::Half => Some("half".into()),
+            Code::Window => Some("Window".into()),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 enum Op {
     HoldGeneral {
         user: i64,
         quantity: u32,
+        key: Option<u8>,
     },
     HoldSeats {
         user: i64,
@@ -48,7 +77,8 @@ enum Op {
     Confirm {
         user: i64,
         picks: Vec<usize>,
-        discount: bool,
+        discount: Code,
+        key: Option<u8>,
     },
     Cancel {
         user: i64,
@@ -62,18 +92,35 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let user = 1..=USERS;
     prop_oneof![
-        4 => (user.clone(), 0..=6u32).prop_map(|(user, quantity)| Op::HoldGeneral { user, quantity }),
+        4 => (user.clone(), 0..=6u32, key())
+            .prop_map(|(user, quantity, key)| Op::HoldGeneral { user, quantity, key }),
         3 => (user.clone(), proptest::sample::subsequence((0..SEATS).collect::<Vec<_>>(), 1..=4))
             .prop_map(|(user, seats)| Op::HoldSeats { user, seats }),
         4 => (user.clone(), 0..=5u32, any::<bool>())
             .prop_map(|(user, quantity, split)| Op::HoldBest { user, quantity, split }),
         2 => (user.clone(), any::<usize>()).prop_map(|(user, pick)| Op::Release { user, pick }),
-        3 => (user.clone(), proptest::collection::vec(any::<usize>(), 0..=3), any::<bool>())
-            .prop_map(|(user, picks, discount)| Op::Confirm { user, picks, discount }),
+        3 => (user.clone(), proptest::collection::vec(any::<usize>(), 0..=3), discount_code(), key())
+            .prop_map(|(user, picks, discount, key)| Op::Confirm { user, picks, discount, key }),
         1 => (user.clone(), any::<usize>()).prop_map(|(user, pick)| Op::Cancel { user, pick }),
         2 => (0..=90i64).prop_map(|seconds| Op::Advance { seconds }),
     ]
 }
+
+/// Mostly no key; otherwise one of two, so that keys are often reused.
+fn key() -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![2 => Just(None), 1 => (0..2u8).prop_map(Some)]
+}
+
+fn discount_code() -> impl Strategy<Value = Code> {
+    prop_oneof![Just(Code::None), Just(Code::Half), Just(Code::Window)]
+}
+
+fn key_text(key: Option<u8>) -> Option<String> {
+    key.map(|k| format!("key-{k}"))
+}
+
+/// What a confirm asked: its holds (sorted) and its code.
+type Asked = (Vec<i64>, Code);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
@@ -96,7 +143,9 @@ struct MBooking {
     user: i64,
     holds: Vec<MHold>,
     cancelled: bool,
-    discounted: bool,
+    discount: Code,
+    subtotal_cents: i64,
+    total_cents: i64,
 }
 
 /// The reference model: plain maps and vectors, every question answered by brute force.
@@ -108,6 +157,11 @@ struct Model {
     holds: BTreeMap<i64, MHold>,
     bookings: BTreeMap<i64, MBooking>,
     discount_used: u32,
+    window_used: u32,
+    /// Keyed holds: (buyer, key) → (quantity asked, hold id).
+    hold_keys: BTreeMap<(i64, u8), (u32, i64)>,
+    /// Keyed bookings: (buyer, key) → (what was asked, booking id).
+    booking_keys: BTreeMap<(i64, u8), (Asked, i64)>,
 }
 
 impl Model {
@@ -134,6 +188,10 @@ impl Model {
 
     fn seats_free(&self) -> usize {
         self.seats.iter().filter(|o| **o == Owner::Free).count()
+    }
+
+    fn window_open(&self) -> bool {
+        self.now_ms >= WINDOW_FROM_MS && self.now_ms < WINDOW_UNTIL_MS
     }
 
     fn sold_out(&self) -> bool {
@@ -254,6 +312,14 @@ fn new_inventory() -> Inventory {
         valid_until_ms: None,
     };
     inv.add_discount(1, discount, T0).unwrap();
+    let window = NewDiscount {
+        code: "window".into(),
+        amount: DiscountAmount::AmountOffCents(WINDOW_OFF_CENTS),
+        max_uses: 1_000,
+        valid_from_ms: Some(WINDOW_FROM_MS),
+        valid_until_ms: Some(WINDOW_UNTIL_MS),
+    };
+    inv.add_discount(2, window, T0).unwrap();
     inv
 }
 
@@ -276,14 +342,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         holds: BTreeMap::new(),
         bookings: BTreeMap::new(),
         discount_used: 0,
+        window_used: 0,
+        hold_keys: BTreeMap::new(),
+        booking_keys: BTreeMap::new(),
     };
     for (id, op) in (101i64..).zip(ops) {
         // As the actor does before every message.
         let (expired, _) = inv.expire_due(model.now_ms);
         prop_assert_eq!(expired, model.expire());
         match op {
-            Op::HoldGeneral { user, quantity } => {
-                let expected = if model.sold_out() {
+            Op::HoldGeneral {
+                user,
+                quantity,
+                key,
+            } => {
+                let first = key.and_then(|k| model.hold_keys.get(&(user, k)).copied());
+                let expected = if first.is_some_and(|(q, _)| q != quantity) {
+                    Err("IDEMPOTENCY_KEY_REUSED")
+                } else if first.is_some() {
+                    Ok(())
+                } else if model.sold_out() {
                     Err("SOLD_OUT")
                 } else if quantity == 0 {
                     Err("VALIDATION_FAILED")
@@ -298,10 +376,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     section_id: GENERAL,
                     quantity,
                 };
-                let got = inv.place_hold(request(user, kind), id, model.now_ms);
+                let keyed = HoldRequest {
+                    idempotency_key: key_text(key),
+                    ..request(user, kind)
+                };
+                let got = inv.place_hold(keyed, id, model.now_ms);
                 prop_assert_eq!(code(&got), expected);
-                if got.is_ok() {
-                    model.add_hold(id, user, GENERAL, quantity, vec![]);
+                if let Ok((outcome, changes)) = got {
+                    if let Some((_, first_id)) = first {
+                        prop_assert!(outcome.replayed && changes.is_empty());
+                        prop_assert_eq!(outcome.hold.id, first_id);
+                    } else {
+                        prop_assert!(!outcome.replayed);
+                        model.add_hold(id, user, GENERAL, quantity, vec![]);
+                        if let Some(k) = key {
+                            model.hold_keys.insert((user, k), (quantity, id));
+                        }
+                    }
                 }
             }
             Op::HoldSeats { user, seats } => {
@@ -392,17 +483,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 user,
                 picks,
                 discount,
+                key,
             } => {
                 // Mostly the buyer's own holds; sometimes someone else's.
                 let mut ids: Vec<i64> =
                     picks.iter().filter_map(|&p| pick_hold(&model, p)).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                let expected = if ids.is_empty() {
+                let first = key.and_then(|k| model.booking_keys.get(&(user, k)).cloned());
+                let fingerprint = (ids.clone(), discount);
+                let expected = if first.as_ref().is_some_and(|(f, _)| *f != fingerprint) {
+                    Err("IDEMPOTENCY_KEY_REUSED")
+                } else if first.is_some() {
+                    Ok(())
+                } else if ids.is_empty() {
                     Err("VALIDATION_FAILED")
                 } else if ids.iter().any(|id| model.holds[id].user != user) {
                     Err("RESERVATION_NOT_FOUND")
-                } else if discount && model.discount_used >= DISCOUNT_USES {
+                } else if discount == Code::Window && !model.window_open() {
+                    Err("DISCOUNT_NOT_VALID")
+                } else if discount == Code::Half && model.discount_used >= DISCOUNT_USES {
                     Err("DISCOUNT_EXHAUSTED")
                 } else {
                     Ok(())
@@ -410,49 +510,65 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let request = ConfirmRequest {
                     requester: Requester::buyer(user),
                     hold_ids: ids.clone(),
-                    discount_code: discount.then(|| "HALF".to_string()),
-                    idempotency_key: None,
+                    discount_code: discount.text(),
+                    idempotency_key: key_text(key),
                 };
                 let got = inv.confirm(request, id, format!("R{id}"), model.now_ms);
                 prop_assert_eq!(code(&got), expected);
-                if let Ok((outcome, _)) = got {
-                    let holds: Vec<MHold> =
-                        ids.iter().map(|h| model.holds.remove(h).unwrap()).collect();
-                    let subtotal: i64 = holds
-                        .iter()
-                        .map(|h| {
-                            i64::from(h.quantity) * if h.section == GENERAL { 5000 } else { 8000 }
-                        })
-                        .sum();
-                    prop_assert_eq!(outcome.booking.subtotal_cents, subtotal);
-                    prop_assert_eq!(
-                        outcome.booking.total_cents,
-                        if discount {
-                            subtotal - subtotal / 2
-                        } else {
-                            subtotal
-                        }
-                    );
-                    for h in &holds {
-                        if h.section == GENERAL {
-                            model.general_held -= h.quantity;
-                            model.general_booked += h.quantity;
-                        }
-                        for &s in &h.seats {
-                            model.seats[s] = Owner::Booked(id);
-                        }
-                    }
-                    model.discount_used += u32::from(discount);
-                    model.bookings.insert(
-                        id,
-                        MBooking {
-                            user,
-                            holds,
-                            cancelled: false,
-                            discounted: discount,
-                        },
-                    );
+                let Ok((outcome, changes)) = got else {
+                    continue_checks(&inv, &model)?;
+                    continue;
+                };
+                if let Some((_, first_id)) = first {
+                    prop_assert!(outcome.replayed && changes.is_empty());
+                    let b = &model.bookings[&first_id];
+                    prop_assert_eq!(outcome.booking.id, first_id);
+                    prop_assert_eq!(outcome.booking.total_cents, b.total_cents);
+                    prop_assert_eq!(outcome.booking.subtotal_cents, b.subtotal_cents);
+                    continue_checks(&inv, &model)?;
+                    continue;
                 }
+                let holds: Vec<MHold> =
+                    ids.iter().map(|h| model.holds.remove(h).unwrap()).collect();
+                let subtotal: i64 = holds
+                    .iter()
+                    .map(|h| i64::from(h.quantity) * if h.section == GENERAL { 5000 } else { 8000 })
+                    .sum();
+                let total = match discount {
+                    Code::None => subtotal,
+                    Code::Half => subtotal - subtotal / 2,
+                    Code::Window => subtotal - WINDOW_OFF_CENTS.min(subtotal),
+                };
+                prop_assert_eq!(outcome.booking.subtotal_cents, subtotal);
+                prop_assert_eq!(outcome.booking.total_cents, total);
+                for h in &holds {
+                    if h.section == GENERAL {
+                        model.general_held -= h.quantity;
+                        model.general_booked += h.quantity;
+                    }
+                    for &s in &h.seats {
+                        model.seats[s] = Owner::Booked(id);
+                    }
+                }
+                match discount {
+                    Code::None => {}
+                    Code::Half => model.discount_used += 1,
+                    Code::Window => model.window_used += 1,
+                }
+                if let Some(k) = key {
+                    model.booking_keys.insert((user, k), (fingerprint, id));
+                }
+                model.bookings.insert(
+                    id,
+                    MBooking {
+                        user,
+                        holds,
+                        cancelled: false,
+                        discount,
+                        subtotal_cents: subtotal,
+                        total_cents: total,
+                    },
+                );
             }
             Op::Cancel { user, pick } => {
                 let ids: Vec<i64> = model.bookings.keys().copied().collect();
@@ -469,7 +585,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if got.is_ok() {
                     let b = model.bookings.get_mut(&target.unwrap()).unwrap();
                     b.cancelled = true;
-                    let discounted = b.discounted;
+                    let discount = b.discount;
                     for h in b.holds.clone() {
                         if h.section == GENERAL {
                             model.general_booked -= h.quantity;
@@ -478,45 +594,56 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             model.seats[s] = Owner::Free;
                         }
                     }
-                    model.discount_used -= u32::from(discounted);
+                    match discount {
+                        Code::None => {}
+                        Code::Half => model.discount_used -= 1,
+                        Code::Window => model.window_used -= 1,
+                    }
                 }
             }
             Op::Advance { seconds } => model.now_ms += seconds * 1000,
         }
 
-        // After every step: the inventory's own invariants, and agreement with the model.
-        inv.check_invariants().map_err(TestCaseError::fail)?;
-        let snapshot = inv.snapshot(true);
-        let general = snapshot.section(GENERAL).unwrap();
-        prop_assert_eq!(
-            (general.held, general.booked),
-            (model.general_held, model.general_booked)
-        );
-        let seat_map = snapshot.section(RESERVED).unwrap().seats.clone().unwrap();
-        let statuses: Vec<&str> = seat_map
-            .rows
-            .iter()
-            .flat_map(|r| &r.seats)
-            .map(|s| s.status.as_str())
-            .collect();
-        let expected: Vec<&str> = model
-            .seats
-            .iter()
-            .map(|o| match o {
-                Owner::Free => "AVAILABLE",
-                Owner::Held(_) => "RESERVED",
-                Owner::Booked(_) => "BOOKED",
-            })
-            .collect();
-        prop_assert_eq!(statuses, expected);
-        for user in 1..=USERS {
-            prop_assert_eq!(inv.tickets_of(user), model.tickets(user));
-            prop_assert!(model.tickets(user) <= MAX_PER_USER);
-        }
-        prop_assert_eq!(inv.active_holds(), model.holds.len());
-        let sold_out = snapshot.status == EventStatus::SoldOut;
-        prop_assert_eq!(sold_out, model.sold_out());
+        continue_checks(&inv, &model)?;
     }
+    Ok(())
+}
+
+/// After every step: the inventory's own invariants, and agreement with the model.
+fn continue_checks(inv: &Inventory, model: &Model) -> Result<(), TestCaseError> {
+    inv.check_invariants().map_err(TestCaseError::fail)?;
+    let snapshot = inv.clone().snapshot(true);
+    let general = snapshot.section(GENERAL).unwrap();
+    prop_assert_eq!(
+        (general.held, general.booked),
+        (model.general_held, model.general_booked)
+    );
+    let seat_map = snapshot.section(RESERVED).unwrap().seats.clone().unwrap();
+    let statuses: Vec<&str> = seat_map
+        .rows
+        .iter()
+        .flat_map(|r| &r.seats)
+        .map(|s| s.status.as_str())
+        .collect();
+    let expected: Vec<&str> = model
+        .seats
+        .iter()
+        .map(|o| match o {
+            Owner::Free => "AVAILABLE",
+            Owner::Held(_) => "RESERVED",
+            Owner::Booked(_) => "BOOKED",
+        })
+        .collect();
+    prop_assert_eq!(statuses, expected);
+    for user in 1..=USERS {
+        prop_assert_eq!(inv.tickets_of(user), model.tickets(user));
+        prop_assert!(model.tickets(user) <= MAX_PER_USER);
+    }
+    prop_assert_eq!(inv.active_holds(), model.holds.len());
+    let sold_out = snapshot.status == EventStatus::SoldOut;
+    prop_assert_eq!(sold_out, model.sold_out());
+    prop_assert_eq!(inv.discount("HALF").unwrap().used, model.discount_used);
+    prop_assert_eq!(inv.discount("WINDOW").unwrap().used, model.window_used);
     Ok(())
 }
 

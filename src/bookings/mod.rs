@@ -77,7 +77,7 @@ pub async fn create(
     Json(body): Json<NewBooking>,
 ) -> Result<Response, ApiError> {
     let n = body.reservation_ids.len();
-    if !(1..=boxoffice_engine::inventory::MAX_HOLDS_PER_BOOKING).contains(&n) {
+    if !(1..=boxoffice_engine::limits::MAX_HOLDS_PER_BOOKING).contains(&n) {
         return Err(ApiError::validation(
             "reservationIds lists 1 to 64 reservations",
         ));

@@ -5,23 +5,15 @@ use super::{
     SectionRow, SectionSnapshot,
 };
 use crate::error::Refusal;
+use crate::limits::{
+    MAX_DISCOUNTS_PER_EVENT, MAX_DISCOUNT_CODE_CHARS, MAX_DISCOUNT_USES, MAX_GENERAL_CAPACITY,
+    MAX_HOLD_TTL_SECONDS, MAX_PRICE_CENTS, MAX_RESERVED_SEATS, MAX_ROWS, MAX_SEATS_PER_ROW,
+    MAX_SECTIONS_PER_EVENT, MAX_SECTION_NAME_CHARS, MAX_TICKETS_PER_USER, MIN_HOLD_TTL_SECONDS,
+};
 use crate::types::{
     row_label, DiscountAmount, DiscountId, DiscountView, EventStatus, NewDiscount, NewSection,
     SeatId, SectionId, SectionKind, SectionSpec, SettingsUpdate,
 };
-
-/// Limits on what an organizer may create, so that one request cannot make an actor too
-/// large to load quickly.
-pub const MAX_SECTIONS_PER_EVENT: usize = 100;
-pub const MAX_GENERAL_CAPACITY: u32 = 1_000_000;
-pub const MAX_ROWS: u32 = 1_000;
-pub const MAX_SEATS_PER_ROW: u32 = 1_000;
-pub const MAX_RESERVED_SEATS: u32 = 200_000;
-pub const MAX_DISCOUNTS_PER_EVENT: usize = 1_000;
-pub const MAX_PRICE_CENTS: i64 = 100_000_000;
-pub const MIN_HOLD_TTL_SECONDS: u32 = 10;
-pub const MAX_HOLD_TTL_SECONDS: u32 = 86_400;
-pub const MAX_TICKETS_PER_USER: u32 = 1_000;
 
 impl Inventory {
     /// How many seat ids a new section needs.
@@ -38,10 +30,10 @@ impl Inventory {
     /// Checks a new section without adding it.
     pub fn validate_section(&self, new: &NewSection) -> Result<(), Refusal> {
         let name = new.name.trim();
-        if name.is_empty() || name.len() > 100 {
-            return Err(Refusal::Invalid(
-                "a section name has 1 to 100 characters".into(),
-            ));
+        if name.is_empty() || name.chars().count() > MAX_SECTION_NAME_CHARS {
+            return Err(Refusal::Invalid(format!(
+                "a section name has 1 to {MAX_SECTION_NAME_CHARS} characters"
+            )));
         }
         if self.sections.values().any(|s| s.name == name) {
             return Err(Refusal::SectionExists);
@@ -183,14 +175,14 @@ impl Inventory {
         _now_ms: i64,
     ) -> Decision<DiscountView> {
         let code = new.code.trim().to_uppercase();
-        let code_ok = (1..=32).contains(&code.len())
+        let code_ok = (1..=MAX_DISCOUNT_CODE_CHARS).contains(&code.len())
             && code
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !code_ok {
-            return Err(Refusal::Invalid(
-                "a code has 1 to 32 letters, digits, '-' or '_'".into(),
-            ));
+            return Err(Refusal::Invalid(format!(
+                "a code has 1 to {MAX_DISCOUNT_CODE_CHARS} letters, digits, '-' or '_'"
+            )));
         }
         match new.amount {
             DiscountAmount::PercentOff(p) if !(1..=100).contains(&p) => {
@@ -205,10 +197,10 @@ impl Inventory {
             }
             _ => {}
         }
-        if new.max_uses == 0 || new.max_uses > 10_000_000 {
-            return Err(Refusal::Invalid(
-                "maxUses must be between 1 and 10000000".into(),
-            ));
+        if !(1..=MAX_DISCOUNT_USES).contains(&new.max_uses) {
+            return Err(Refusal::Invalid(format!(
+                "maxUses must be between 1 and {MAX_DISCOUNT_USES}"
+            )));
         }
         if let (Some(from), Some(until)) = (new.valid_from_ms, new.valid_until_ms) {
             if from >= until {

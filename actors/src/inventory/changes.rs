@@ -21,6 +21,9 @@ pub struct HoldRow {
     pub status: HoldStatus,
     pub booking_id: Option<BookingId>,
     pub idempotency_key: Option<String>,
+    /// What the keyed request asked ([`HoldKind::fingerprint`](crate::types::HoldKind::fingerprint)),
+    /// set with `idempotency_key`.
+    pub request_fingerprint: Option<String>,
     pub session_id: Option<String>,
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
@@ -39,6 +42,9 @@ pub struct BookingRow {
     pub total_cents: i64,
     pub discount_id: Option<DiscountId>,
     pub idempotency_key: Option<String>,
+    /// What the keyed request asked ([`ConfirmRequest::fingerprint`](crate::types::ConfirmRequest::fingerprint)),
+    /// set with `idempotency_key`.
+    pub request_fingerprint: Option<String>,
     pub created_at_ms: i64,
     pub cancelled_at_ms: Option<i64>,
 }

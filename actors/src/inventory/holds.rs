@@ -2,9 +2,10 @@
 
 use super::{Change, Decision, Hold, HoldRow, Inventory, KeyedHold, SeatOwner};
 use crate::error::Refusal;
+use crate::limits::MAX_TICKETS_PER_REQUEST;
 use crate::types::{
     EventStatus, HoldId, HoldKind, HoldOutcome, HoldRequest, HoldStatus, HoldView, Requester,
-    SeatId, SeatStatus, SectionId, SectionKind,
+    SeatId, SectionId, SectionKind,
 };
 
 impl Inventory {
@@ -20,61 +21,101 @@ impl Inventory {
 
     /// Places a hold. `hold_id` is the id the hold gets if one is made (ids are minted by the
     /// caller, ahead of need, so that no database round trip sits on this path).
+    ///
+    /// Three steps: answer a retry from memory; check everything (a refusal changes
+    /// nothing); apply.
     pub fn place_hold(
         &mut self,
         request: HoldRequest,
         hold_id: HoldId,
         now_ms: i64,
     ) -> Decision<HoldOutcome> {
-        if let Some(key) = &request.idempotency_key {
-            if let Some(first) = self.hold_keys.get(&(request.user_id, key.clone())) {
-                if first.kind.as_ref().is_some_and(|k| *k != request.kind) {
-                    return Err(Refusal::IdempotencyKeyReused);
-                }
-                let outcome = HoldOutcome {
-                    hold: first.view.clone(),
-                    replayed: true,
-                };
-                return Ok((outcome, Vec::new()));
-            }
+        let fingerprint = request
+            .idempotency_key
+            .as_ref()
+            .map(|_| request.kind.fingerprint());
+        if let Some(first) = self.replay_hold(&request, fingerprint.as_deref())? {
+            return Ok((first, Vec::new()));
         }
-        self.check_selling(now_ms)?;
+        let (section_id, positions) = self.check_hold(&request, now_ms)?;
+        Ok(self.apply_hold(
+            request,
+            fingerprint,
+            hold_id,
+            section_id,
+            &positions,
+            now_ms,
+        ))
+    }
 
-        let quantity = match &request.kind {
-            HoldKind::General { quantity, .. } | HoldKind::BestAvailable { quantity, .. } => {
-                *quantity
-            }
-            HoldKind::Seats { seat_ids } => seat_ids.len() as u32,
+    /// The first answer when this is a retry of a keyed request; `IdempotencyKeyReused` when
+    /// the key was used for a different request. Keys belong to the buyer, as in the
+    /// `reservations_idempotency_key` index.
+    fn replay_hold(
+        &self,
+        request: &HoldRequest,
+        fingerprint: Option<&str>,
+    ) -> Result<Option<HoldOutcome>, Refusal> {
+        let Some(key) = &request.idempotency_key else {
+            return Ok(None);
         };
+        let Some(first) = self.hold_keys.get(&(request.user_id, key.clone())) else {
+            return Ok(None);
+        };
+        if first
+            .fingerprint
+            .as_deref()
+            .is_some_and(|f| Some(f) != fingerprint)
+        {
+            return Err(Refusal::IdempotencyKeyReused);
+        }
+        Ok(Some(HoldOutcome {
+            hold: first.view.clone(),
+            replayed: true,
+        }))
+    }
+
+    /// Checks a new hold against the event's rules and picks its section and seats.
+    fn check_hold(
+        &self,
+        request: &HoldRequest,
+        now_ms: i64,
+    ) -> Result<(SectionId, Vec<u32>), Refusal> {
+        self.check_selling(now_ms)?;
+        let quantity = request.kind.quantity();
         if quantity == 0 {
             return Err(Refusal::Invalid("quantity must be at least 1".into()));
         }
+        if quantity > MAX_TICKETS_PER_REQUEST {
+            return Err(Refusal::Invalid(format!(
+                "at most {MAX_TICKETS_PER_REQUEST} tickets per request"
+            )));
+        }
         let limit = self.rules.max_tickets_per_user;
-        if quantity > limit || self.tickets_of(request.user_id) + quantity > limit {
+        if self.tickets_of(request.user_id) + quantity > limit {
             return Err(Refusal::TicketLimit { limit });
         }
+        self.choose(&request.kind, quantity)
+    }
 
-        let (section_id, positions) = self.choose(&request.kind, quantity)?;
+    /// Takes the chosen tickets or seats out of sale for the buyer.
+    fn apply_hold(
+        &mut self,
+        request: HoldRequest,
+        fingerprint: Option<String>,
+        hold_id: HoldId,
+        section_id: SectionId,
+        positions: &[u32],
+        now_ms: i64,
+    ) -> (HoldOutcome, Vec<Change>) {
+        let quantity = request.kind.quantity();
+        let expires_at_ms = now_ms + i64::from(self.rules.hold_ttl_seconds) * 1000;
         let section = self.sections.get_mut(&section_id).expect("chosen above");
-        let mut changes = Vec::with_capacity(positions.len() + 3);
-        let mut seat_ids = Vec::with_capacity(positions.len());
-        if let Some(seats) = section.seats.as_mut() {
-            for &p in &positions {
-                seats.set_owner(p, SeatOwner::Held(hold_id));
-                let seat_id = seats.seat_id(p);
-                seat_ids.push(seat_id);
-                changes.push(Change::Seat {
-                    seat_id,
-                    status: SeatStatus::Reserved,
-                    hold_id: Some(hold_id),
-                    booking_id: None,
-                });
-            }
-            section.seats_dirty = true;
-        }
-        section.held += quantity;
-        let counts = section.counts_change();
-
+        let seat_ids = section
+            .seats
+            .as_ref()
+            .map(|seats| positions.iter().map(|&p| seats.seat_id(p)).collect())
+            .unwrap_or_default();
         let view = HoldView {
             id: hold_id,
             event_id: self.event_id,
@@ -83,49 +124,56 @@ impl Inventory {
             quantity,
             seat_ids,
             status: HoldStatus::Active,
-            expires_at_ms: now_ms + i64::from(self.rules.hold_ttl_seconds) * 1000,
+            expires_at_ms,
             created_at_ms: now_ms,
         };
         // The reservation row goes first: seat rows point at it.
-        changes.insert(
-            0,
-            Change::HoldCreated(HoldRow {
-                id: hold_id,
-                user_id: request.user_id,
-                section_id,
-                quantity,
-                seat_ids: view.seat_ids.clone(),
-                status: HoldStatus::Active,
-                booking_id: None,
-                idempotency_key: request.idempotency_key.clone(),
-                session_id: request.session_id.clone(),
-                expires_at_ms: view.expires_at_ms,
-                created_at_ms: now_ms,
-                updated_at_ms: now_ms,
-            }),
+        let mut changes = Vec::with_capacity(positions.len() + 3);
+        changes.push(Change::HoldCreated(HoldRow {
+            id: hold_id,
+            user_id: request.user_id,
+            section_id,
+            quantity,
+            seat_ids: view.seat_ids.clone(),
+            status: HoldStatus::Active,
+            booking_id: None,
+            idempotency_key: request.idempotency_key.clone(),
+            request_fingerprint: fingerprint.clone(),
+            session_id: request.session_id,
+            expires_at_ms,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }));
+        section.move_seats(
+            &view.seat_ids,
+            hold_id,
+            SeatOwner::Free,
+            SeatOwner::Held(hold_id),
+            &mut changes,
         );
-        changes.push(counts);
+        section.held += quantity;
+        changes.push(section.counts_change());
 
         *self.tickets_by_user.entry(request.user_id).or_insert(0) += quantity;
-        self.expiry.insert((view.expires_at_ms, hold_id));
+        self.expiry.insert((expires_at_ms, hold_id));
         if let Some(key) = request.idempotency_key {
             self.hold_keys.insert(
                 (request.user_id, key),
                 KeyedHold {
-                    kind: Some(request.kind),
+                    fingerprint,
                     view: view.clone(),
                 },
             );
         }
         self.holds.insert(hold_id, Hold { view: view.clone() });
         self.finish(&mut changes);
-        Ok((
+        (
             HoldOutcome {
                 hold: view,
                 replayed: false,
             },
             changes,
-        ))
+        )
     }
 
     /// Picks the section and (for RESERVED sections) the seat positions for a hold.
@@ -259,20 +307,13 @@ impl Inventory {
             booking_id: None,
             at_ms: now_ms,
         });
-        if let Some(seats) = section.seats.as_mut() {
-            for &seat_id in &view.seat_ids {
-                let p = seats.position(seat_id).expect("a hold's seats exist");
-                debug_assert_eq!(seats.owner(p), SeatOwner::Held(hold_id));
-                seats.set_owner(p, SeatOwner::Free);
-                changes.push(Change::Seat {
-                    seat_id,
-                    status: SeatStatus::Available,
-                    hold_id: None,
-                    booking_id: None,
-                });
-            }
-            section.seats_dirty = true;
-        }
+        section.move_seats(
+            &view.seat_ids,
+            hold_id,
+            SeatOwner::Held(hold_id),
+            SeatOwner::Free,
+            changes,
+        );
         changes.push(section.counts_change());
         self.untake_tickets(view.user_id, view.quantity);
         view.status = status;
@@ -393,6 +434,76 @@ mod tests {
         );
         assert_eq!(inv.sections[&2].held, 2, "the refused request took nothing");
         inv.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn seats_must_exist_and_share_one_section() {
+        let mut inv = on_sale(1, 1, 10, 8);
+        let balcony = crate::types::NewSection {
+            name: "Balcony".into(),
+            spec: crate::types::SectionSpec::Reserved {
+                rows: 1,
+                seats_per_row: 2,
+            },
+            price_cents: 100,
+        };
+        inv.add_section(3, balcony, &[2000, 2001]).unwrap();
+        let seats = |ids: Vec<i64>| HoldRequest {
+            kind: HoldKind::Seats { seat_ids: ids },
+            ..general(1, 0)
+        };
+        // The first seat exists, a later one does not: unknown, not "another section".
+        assert_eq!(
+            inv.place_hold(seats(vec![1000, 99]), 100, T0),
+            Err(Refusal::SeatNotFound)
+        );
+        assert!(matches!(
+            inv.place_hold(seats(vec![1000, 2000]), 100, T0),
+            Err(Refusal::Invalid(_))
+        ));
+        assert!(matches!(
+            inv.place_hold(seats(vec![1000, 1000]), 100, T0),
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(inv.active_holds(), 0);
+        inv.place_hold(seats(vec![2001, 2000]), 100, T0).unwrap();
+        inv.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_request_takes_at_most_the_per_request_limit() {
+        let mut inv = on_sale(500, 1, 1, 1000);
+        assert!(matches!(
+            inv.place_hold(general(1, MAX_TICKETS_PER_REQUEST + 1), 100, T0),
+            Err(Refusal::Invalid(_))
+        ));
+        inv.place_hold(general(1, MAX_TICKETS_PER_REQUEST), 100, T0)
+            .unwrap();
+        assert_eq!(inv.tickets_of(1), MAX_TICKETS_PER_REQUEST);
+    }
+
+    #[test]
+    fn a_hold_key_reused_for_other_seats_is_refused_but_the_same_seats_in_any_order_replay() {
+        let mut inv = on_sale(1, 1, 10, 8);
+        let seats = |ids: Vec<i64>| HoldRequest {
+            kind: HoldKind::Seats { seat_ids: ids },
+            idempotency_key: Some("K".into()),
+            ..general(1, 0)
+        };
+        let (first, _) = inv.place_hold(seats(vec![1001, 1002]), 100, T0).unwrap();
+        let (again, _) = inv.place_hold(seats(vec![1002, 1001]), 101, T0).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.hold, first.hold);
+        assert_eq!(
+            inv.place_hold(seats(vec![1003]), 102, T0),
+            Err(Refusal::IdempotencyKeyReused)
+        );
+        // Keys are per buyer: another buyer's K is theirs.
+        let other = HoldRequest {
+            user_id: 2,
+            ..seats(vec![1003])
+        };
+        assert!(!inv.place_hold(other, 103, T0).unwrap().0.replayed);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use changes::{BookingRow, Change, DiscountRow, HoldRow, SeatRow, SectionRow};
-pub use restore::{Restored, RestoredHold, RestoredSection};
+pub use restore::{Restored, RestoredBooking, RestoredHold, RestoredSection};
 pub use seat_map::{RowSpec, SeatMap, SeatOwner};
 pub use snapshot::{
     InventorySnapshot, RowSnapshot, SeatMapSnapshot, SeatSnapshot, SectionSnapshot,
@@ -28,12 +28,9 @@ pub use snapshot::{
 
 use crate::error::Refusal;
 use crate::types::{
-    BookingId, BookingView, DiscountView, EventId, EventStatus, HoldId, HoldKind, HoldView, SeatId,
+    BookingId, BookingView, DiscountView, EventId, EventStatus, HoldId, HoldView, SeatId,
     SeatStatus, SectionId, SectionKind, UserId,
 };
-
-/// The most holds one booking may confirm at once.
-pub const MAX_HOLDS_PER_BOOKING: usize = 64;
 
 /// What an operation decided: its answer and the row changes to persist.
 pub type Decision<T> = Result<(T, Vec<Change>), Refusal>;
@@ -81,6 +78,45 @@ impl Section {
         }
     }
 
+    /// Hands seats from one owner to another, with one row change per seat. Every move of a
+    /// seat goes through here: free → held (a hold), held → booked (a booking), held → free
+    /// (a release or an expiry), booked → free (a cancellation). `hold_id` is the hold the
+    /// seats were or are being held by; booked seats keep pointing at it. Does nothing for a
+    /// GENERAL section.
+    fn move_seats(
+        &mut self,
+        seat_ids: &[SeatId],
+        hold_id: HoldId,
+        from: SeatOwner,
+        to: SeatOwner,
+        changes: &mut Vec<Change>,
+    ) {
+        let Some(seats) = self.seats.as_mut() else {
+            return;
+        };
+        let (status, row_hold, row_booking) = match to {
+            SeatOwner::Free => (SeatStatus::Available, None, None),
+            SeatOwner::Held(_) => (SeatStatus::Reserved, Some(hold_id), None),
+            SeatOwner::Booked(booking_id) => (SeatStatus::Booked, Some(hold_id), Some(booking_id)),
+        };
+        for &seat_id in seat_ids {
+            let p = seats.position(seat_id).expect("a hold's seats exist");
+            assert_eq!(
+                seats.owner(p),
+                from,
+                "seat {seat_id} changes owner from {from:?}"
+            );
+            seats.set_owner(p, to);
+            changes.push(Change::Seat {
+                seat_id,
+                status,
+                hold_id: row_hold,
+                booking_id: row_booking,
+            });
+        }
+        self.seats_dirty = true;
+    }
+
     fn build_seat_snapshot(&self) -> Option<Arc<SeatMapSnapshot>> {
         let seats = self.seats.as_ref()?;
         let mut rows: Vec<RowSnapshot> = Vec::new();
@@ -112,17 +148,23 @@ pub(crate) struct Hold {
     pub view: HoldView,
 }
 
-/// A remembered idempotent hold answer: the request it answered (when known) and the answer.
+/// A remembered idempotent hold answer: the request it answered and the answer.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyedHold {
-    pub kind: Option<HoldKind>,
+    /// [`HoldKind::fingerprint`](crate::types::HoldKind::fingerprint) of the first request; `None` only for rows stored before
+    /// fingerprints were kept, which are replayed without the comparison.
+    pub fingerprint: Option<String>,
+    /// The first answer.
     pub view: HoldView,
 }
 
 /// A remembered idempotent booking: what it confirmed and which booking it made.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyedBooking {
-    pub fingerprint: Option<(Vec<HoldId>, Option<String>)>,
+    /// [`ConfirmRequest::fingerprint`](crate::types::ConfirmRequest::fingerprint) of the
+    /// first request; `None` as for [`KeyedHold::fingerprint`].
+    pub fingerprint: Option<String>,
+    /// The booking the first request made.
     pub booking_id: BookingId,
 }
 

@@ -35,6 +35,17 @@ pub struct RestoredHold {
     pub view: HoldView,
     pub booking_id: Option<BookingId>,
     pub idempotency_key: Option<String>,
+    /// What the keyed request asked; `None` for rows stored before fingerprints were kept.
+    pub request_fingerprint: Option<String>,
+}
+
+/// A booking row as stored; its `items` are empty and come from its holds.
+#[derive(Clone, Debug)]
+pub struct RestoredBooking {
+    pub view: BookingView,
+    pub idempotency_key: Option<String>,
+    /// What the keyed request asked; `None` for rows stored before fingerprints were kept.
+    pub request_fingerprint: Option<String>,
 }
 
 /// Everything stored about one event.
@@ -46,8 +57,7 @@ pub struct Restored {
     pub stored_available: u32,
     pub sections: Vec<RestoredSection>,
     pub holds: Vec<RestoredHold>,
-    /// Bookings with empty `items`; the items come from their holds.
-    pub bookings: Vec<(BookingView, Option<String>)>,
+    pub bookings: Vec<RestoredBooking>,
     pub discounts: Vec<DiscountView>,
 }
 
@@ -90,12 +100,13 @@ impl Inventory {
         for d in stored.discounts {
             inv.discounts.insert(d.code.to_uppercase(), d);
         }
-        for (booking, key) in stored.bookings {
-            if let Some(key) = key {
+        for stored_booking in stored.bookings {
+            let booking = stored_booking.view;
+            if let Some(key) = stored_booking.idempotency_key {
                 inv.booking_keys.insert(
                     (booking.user_id, key),
                     KeyedBooking {
-                        fingerprint: None,
+                        fingerprint: stored_booking.request_fingerprint,
                         booking_id: booking.id,
                     },
                 );
@@ -135,6 +146,7 @@ impl Inventory {
             mut view,
             booking_id,
             idempotency_key,
+            request_fingerprint,
         } = stored;
         let status = view.status;
         if let Some(key) = idempotency_key {
@@ -143,7 +155,7 @@ impl Inventory {
             self.hold_keys.insert(
                 (view.user_id, key),
                 KeyedHold {
-                    kind: None,
+                    fingerprint: request_fingerprint,
                     view: first,
                 },
             );
@@ -238,6 +250,7 @@ mod tests {
                 view: h.view.clone(),
                 booking_id: None,
                 idempotency_key: None,
+                request_fingerprint: None,
             });
         }
         let mut bookings = Vec::new();
@@ -261,11 +274,16 @@ mod tests {
                     },
                     booking_id: Some(b.id),
                     idempotency_key: None,
+                    request_fingerprint: None,
                 });
             }
             let mut empty = b.clone();
             empty.items.clear();
-            bookings.push((empty, None));
+            bookings.push(RestoredBooking {
+                view: empty,
+                idempotency_key: None,
+                request_fingerprint: None,
+            });
         }
         Restored {
             event_id: inv.event_id,

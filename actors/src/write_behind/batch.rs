@@ -202,6 +202,7 @@ mod tests {
             status: HoldStatus::Active,
             booking_id: None,
             idempotency_key: None,
+            request_fingerprint: None,
             session_id: None,
             expires_at_ms: 10,
             created_at_ms: 0,

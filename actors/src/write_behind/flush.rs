@@ -170,14 +170,14 @@ async fn insert_bookings(
     sqlx::query(
         "INSERT INTO bookings (id, booking_reference, user_id, event_id, status, subtotal_cents,
                                discount_cents, total_cents, discount_id, idempotency_key,
-                               created_at, cancelled_at)
+                               request_fingerprint, created_at, cancelled_at)
          SELECT u.id, u.reference, u.user_id, $1, u.status, u.subtotal, u.discount, u.total,
-                u.discount_id, u.key, u.created_at, u.cancelled_at
+                u.discount_id, u.key, u.fingerprint, u.created_at, u.cancelled_at
          FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
-                     $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
-                     $11::timestamptz[], $12::timestamptz[])
+                     $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
+                     $12::timestamptz[], $13::timestamptz[])
               AS u(id, reference, user_id, status, subtotal, discount, total, discount_id, key,
-                   created_at, cancelled_at)",
+                   fingerprint, created_at, cancelled_at)",
     )
     .bind(event_id)
     .bind(b.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -191,6 +191,11 @@ async fn insert_bookings(
     .bind(
         b.iter()
             .map(|r| r.idempotency_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        b.iter()
+            .map(|r| r.request_fingerprint.clone())
             .collect::<Vec<_>>(),
     )
     .bind(
@@ -231,16 +236,16 @@ async fn insert_holds(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     let h = &w.holds_new;
     sqlx::query(
         "INSERT INTO reservations (id, user_id, event_id, section_id, quantity, seat_ids,
-                                   session_id, status, booking_id, idempotency_key, expires_at,
-                                   created_at, updated_at)
+                                   session_id, status, booking_id, idempotency_key,
+                                   request_fingerprint, expires_at, created_at, updated_at)
          SELECT u.id, u.user_id, $1, u.section_id, u.quantity, u.seat_ids::bigint[],
-                u.session_id, u.status, u.booking_id, u.key, u.expires_at, u.created_at,
-                u.updated_at
+                u.session_id, u.status, u.booking_id, u.key, u.fingerprint, u.expires_at,
+                u.created_at, u.updated_at
          FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::text[],
-                     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[],
-                     $12::timestamptz[], $13::timestamptz[])
+                     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[],
+                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
               AS u(id, user_id, section_id, quantity, seat_ids, session_id, status,
-                   booking_id, key, expires_at, created_at, updated_at)",
+                   booking_id, key, fingerprint, expires_at, created_at, updated_at)",
     )
     .bind(event_id)
     .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -258,6 +263,11 @@ async fn insert_holds(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     .bind(
         h.iter()
             .map(|r| r.idempotency_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        h.iter()
+            .map(|r| r.request_fingerprint.clone())
             .collect::<Vec<_>>(),
     )
     .bind(

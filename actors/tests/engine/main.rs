@@ -1,6 +1,7 @@
 //! The engine against real PostgreSQL: bursts, crashes, failed flushes and expiry, with the
 //! invariants of DESIGN.md checked in the database afterwards. One binary with modules.
 
+mod backstops;
 mod burst;
 mod expiry;
 mod faults;

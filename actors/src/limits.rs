@@ -1,0 +1,38 @@
+//! Every limit boxoffice enforces on what a request may ask, in one place. The inventory
+//! checks them (it is the one place decisions are made); the server uses the same constants
+//! to validate early and to describe them in its API documentation.
+
+/// Tickets one hold request may take.
+pub const MAX_TICKETS_PER_REQUEST: u32 = 100;
+/// Holds one booking may confirm at once.
+pub const MAX_HOLDS_PER_BOOKING: usize = 64;
+/// The per-buyer ticket limit of an event that sets none.
+pub const DEFAULT_MAX_TICKETS_PER_USER: u32 = 8;
+/// The highest per-buyer ticket limit an event may set.
+pub const MAX_TICKETS_PER_USER: u32 = 1_000;
+/// The shortest hold lifetime an event may set.
+pub const MIN_HOLD_TTL_SECONDS: u32 = 10;
+/// The longest hold lifetime an event may set.
+pub const MAX_HOLD_TTL_SECONDS: u32 = 86_400;
+/// Sections of one event, so that one organizer cannot make an actor too large to load fast.
+pub const MAX_SECTIONS_PER_EVENT: usize = 100;
+/// Tickets of one GENERAL section.
+pub const MAX_GENERAL_CAPACITY: u32 = 1_000_000;
+/// Rows of one RESERVED section.
+pub const MAX_ROWS: u32 = 1_000;
+/// Seats of one row.
+pub const MAX_SEATS_PER_ROW: u32 = 1_000;
+/// Seats of one RESERVED section.
+pub const MAX_RESERVED_SEATS: u32 = 200_000;
+/// Characters of a section name.
+pub const MAX_SECTION_NAME_CHARS: usize = 100;
+/// Discount codes of one event.
+pub const MAX_DISCOUNTS_PER_EVENT: usize = 1_000;
+/// Characters of a discount code.
+pub const MAX_DISCOUNT_CODE_CHARS: usize = 32;
+/// Uses of one discount code.
+pub const MAX_DISCOUNT_USES: u32 = 10_000_000;
+/// The highest price of a ticket, and the highest fixed discount.
+pub const MAX_PRICE_CENTS: i64 = 100_000_000;
+/// The largest venue.
+pub const MAX_VENUE_CAPACITY: u32 = 1_000_000;
