@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use boxoffice_engine::limits::MAX_TICKETS_PER_REQUEST;
 use boxoffice_engine::types::{HoldKind, HoldRequest, HoldView};
 use boxoffice_engine::{EngineError, Refusal};
 use chrono::{DateTime, Utc};
@@ -16,10 +17,6 @@ use crate::auth::AuthUser;
 use crate::error::{created, ApiError, Data};
 use crate::extract::{IdempotencyKey, Json, Path};
 use crate::startup::AppState;
-
-/// Most tickets or seats one request may ask for (the event's per-buyer limit is usually
-/// lower and is enforced by the engine).
-pub const MAX_QUANTITY_PER_REQUEST: u32 = 100;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -133,13 +130,9 @@ pub async fn create(
             allow_split,
         },
     };
-    let quantity = match &kind {
-        HoldKind::General { quantity, .. } | HoldKind::BestAvailable { quantity, .. } => *quantity,
-        HoldKind::Seats { seat_ids } => seat_ids.len() as u32,
-    };
-    if !(1..=MAX_QUANTITY_PER_REQUEST).contains(&quantity) {
+    if !(1..=MAX_TICKETS_PER_REQUEST).contains(&kind.quantity()) {
         return Err(ApiError::validation(format!(
-            "a reservation is for 1 to {MAX_QUANTITY_PER_REQUEST} tickets"
+            "a reservation is for 1 to {MAX_TICKETS_PER_REQUEST} tickets"
         )));
     }
     let request = HoldRequest {
@@ -151,6 +144,11 @@ pub async fn create(
     let result = state.engine.hold(event_id, request).await;
     metrics::counter!("boxoffice_reservations_total", "outcome" => outcome_label(&result))
         .increment(1);
+    if matches!(result, Err(EngineError::Refused(Refusal::SaleNotOpen))) {
+        // A draft refuses every hold as "not open"; to anyone but its organizer it must not
+        // exist at all, as on every other route. Only this refusal pays for the look-up.
+        access::event(&state.pool, event_id, Some(&auth)).await?;
+    }
     let outcome = result?;
     Ok(created(
         ReservationView::from(outcome.hold),

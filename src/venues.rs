@@ -58,10 +58,11 @@ pub async fn create(
             "name has 1 to 200 characters, address at most 500",
         ));
     }
-    if body.capacity == 0 || body.capacity > 1_000_000 {
-        return Err(ApiError::validation(
-            "capacity must be between 1 and 1000000",
-        ));
+    let max = boxoffice_engine::limits::MAX_VENUE_CAPACITY;
+    if !(1..=max).contains(&body.capacity) {
+        return Err(ApiError::validation(format!(
+            "capacity must be between 1 and {max}"
+        )));
     }
     let venue: VenueView = sqlx::query_as(
         "INSERT INTO venues (name, address, capacity, created_by) VALUES ($1, $2, $3, $4)

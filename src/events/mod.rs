@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
+use boxoffice_engine::limits;
 use boxoffice_engine::types::{EventStatus, SettingsUpdate};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -117,11 +118,18 @@ pub async fn create(
     let ttl = body
         .hold_ttl_seconds
         .unwrap_or(state.settings.default_hold_ttl_seconds);
-    let max = body.max_tickets_per_user.unwrap_or(8);
-    if !(10..=86_400).contains(&ttl) || !(1..=1000).contains(&max) {
-        return Err(ApiError::validation(
-            "holdTtlSeconds must be 10 to 86400 and maxTicketsPerUser 1 to 1000",
-        ));
+    let max = body
+        .max_tickets_per_user
+        .unwrap_or(limits::DEFAULT_MAX_TICKETS_PER_USER);
+    if !(limits::MIN_HOLD_TTL_SECONDS..=limits::MAX_HOLD_TTL_SECONDS).contains(&ttl)
+        || !(1..=limits::MAX_TICKETS_PER_USER).contains(&max)
+    {
+        return Err(ApiError::validation(format!(
+            "holdTtlSeconds must be {} to {} and maxTicketsPerUser 1 to {}",
+            limits::MIN_HOLD_TTL_SECONDS,
+            limits::MAX_HOLD_TTL_SECONDS,
+            limits::MAX_TICKETS_PER_USER
+        )));
     }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (event_name, event_date, venue_id, created_by, sale_start_time,

@@ -178,3 +178,119 @@ async fn every_route_with_an_id_refuses_the_wrong_user_and_changes_nothing() {
     );
     app.stop().await.unwrap();
 }
+
+/// Status and error code of a request.
+async fn answer(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, String) {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, code)
+}
+
+#[tokio::test]
+async fn a_draft_answers_like_an_event_that_does_not_exist_on_every_route() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, rival) = app.user("ORGANIZER").await;
+    let (_, stranger) = app.user("CUSTOMER").await;
+    let draft = data(
+        app.post(
+            "/events",
+            Some(&organizer),
+            json!({"eventName": "Draft", "eventDate": "2030-01-01T00:00:00Z",
+                   "saleStartTime": "2020-01-01T00:00:00Z"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let section = data(
+        app.post(
+            &format!("/events/{draft}/sections"),
+            Some(&organizer),
+            json!({"name": "Floor", "type": "GENERAL", "capacity": 5, "priceCents": 100}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let missing = draft + 1_000_000;
+    let routes = |id: i64| -> Vec<(Method, String, Option<serde_json::Value>)> {
+        vec![
+            (Method::GET, format!("/events/{id}"), None),
+            (Method::GET, format!("/events/{id}/inventory"), None),
+            (
+                Method::GET,
+                format!("/events/{id}/sections/{section}/seats"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/events/{id}/reservations"),
+                Some(json!({"type": "GENERAL", "sectionId": section, "quantity": 1})),
+            ),
+            (
+                Method::GET,
+                format!("/discounts/validate?code=X&eventId={id}"),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/events/{id}"),
+                Some(json!({"eventName": "Mine"})),
+            ),
+            (
+                Method::POST,
+                format!("/events/{id}/sections"),
+                Some(json!({"name": "X", "type": "GENERAL", "capacity": 5, "priceCents": 1})),
+            ),
+            (
+                Method::POST,
+                format!("/events/{id}/discounts"),
+                Some(json!({"code": "FREE", "percentOff": 100, "maxUses": 9})),
+            ),
+            (Method::GET, format!("/events/{id}/bookings"), None),
+            (Method::GET, format!("/events/{id}/bookings/export"), None),
+        ]
+    };
+    for ((method, path, body), (_, missing_path, _)) in
+        routes(draft).into_iter().zip(routes(missing))
+    {
+        for (who, token) in [("a customer", &stranger), ("another organizer", &rival)] {
+            let on_draft = answer(&app, method.clone(), &path, token, body.clone()).await;
+            let on_missing = answer(&app, method.clone(), &missing_path, token, body.clone()).await;
+            assert_eq!(on_draft, on_missing, "{who} on {method} {path}");
+            assert!(on_draft.0 >= 400, "{who} on {method} {path}: {on_draft:?}");
+        }
+    }
+    // Its organizer is told why a hold is refused.
+    let own = answer(
+        &app,
+        Method::POST,
+        &format!("/events/{draft}/reservations"),
+        &organizer,
+        Some(json!({"type": "GENERAL", "sectionId": section, "quantity": 1})),
+    )
+    .await;
+    assert_eq!(own, (409, "SALE_NOT_OPEN".to_string()));
+    app.stop().await.unwrap();
+}
