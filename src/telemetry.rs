@@ -106,7 +106,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "boxoffice_engine_shed_total",
-        "Requests refused by admission control (503)"
+        "Requests refused by admission control (503), by the limit that refused them: node or event"
     );
     describe_histogram!(
         "boxoffice_engine_call_duration_seconds",
@@ -175,13 +175,15 @@ fn describe_metrics() {
         "boxoffice_event_actor_starts_total",
         "boxoffice_event_actor_restarts_total",
         "boxoffice_event_actor_stops_total",
-        "boxoffice_engine_shed_total",
         "boxoffice_flush_rows_total",
         "boxoffice_flush_failures_total",
         "boxoffice_holds_expired_total",
         "boxoffice_jobs_queued_total",
     ] {
         metrics::counter!(name).absolute(0);
+    }
+    for scope in ["node", "event"] {
+        metrics::counter!("boxoffice_engine_shed_total", "scope" => scope).absolute(0);
     }
     for result in ["delivered", "retried", "failed"] {
         metrics::counter!("boxoffice_jobs_total", "result" => result).absolute(0);

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 
+/// Block fetches one `next` call makes at most before it reports an error.
+const FETCHES_PER_ID_MAX: usize = 4;
+
 /// Hands out ids of one sequence from prefetched blocks.
 pub struct IdAllocator {
     /// The pool blocks are fetched through.
@@ -65,9 +68,11 @@ impl IdAllocator {
         id
     }
 
-    /// The next id, fetching a block first if none is ready.
+    /// The next id, fetching a block first if none is ready. Other callers may empty a
+    /// fresh block before this one takes from it, so it fetches up to
+    /// `FETCHES_PER_ID_MAX` times before giving up.
     pub async fn next(self: &Arc<Self>) -> Result<i64, sqlx::Error> {
-        loop {
+        for _ in 0..FETCHES_PER_ID_MAX {
             if let Some(id) = self.try_next() {
                 return Ok(id);
             }
@@ -77,6 +82,12 @@ impl IdAllocator {
                 .await
                 .map_err(|e| sqlx::Error::Protocol(format!("id fetch task failed: {e}")))??;
         }
+        self.try_next().ok_or_else(|| {
+            sqlx::Error::Protocol(format!(
+                "{}: no id left after {FETCHES_PER_ID_MAX} block fetches",
+                self.sequence
+            ))
+        })
     }
 
     async fn refill(&self) -> Result<(), sqlx::Error> {

@@ -6,28 +6,43 @@
 //! - [`event`]: the actor that owns one inventory and serializes every change to it;
 //! - [`write_behind`]: batches of row changes and the group-commit flush;
 //! - [`recovery`]: loading an event back from PostgreSQL;
-//! - [`supervisor`]: one actor per event, spawned on demand, rebuilt after a failure;
+//! - [`supervisor`]: the registry of live actors: one per event, spawned on demand, rebuilt
+//!   after a failure;
 //! - [`engine`]: the handle the server crate holds, with admission control.
+//!
+//! Dependencies point one way: `engine` → `supervisor` → `recovery`, `event` →
+//! `write_behind`, `inventory` → `types`; everything may use `context`, `config`, `limits`,
+//! `clock`, `ids` and `error`, which use none of the above.
 //!
 //! The engine knows nothing of HTTP; the server crate calls it through [`Engine`].
 
 pub mod audit;
 pub mod clock;
+pub mod config;
+pub(crate) mod context;
 pub mod engine;
 pub mod error;
-pub mod event;
-pub mod ids;
+pub(crate) mod event;
+pub(crate) mod ids;
 pub mod inventory;
-pub mod io_runtime;
+pub(crate) mod io_runtime;
 pub mod limits;
 pub mod recovery;
-pub mod supervisor;
-pub mod testdb;
+pub(crate) mod supervisor;
 pub mod types;
+
+// Fresh databases for tests, and the write path for tests that drive it directly: test
+// support only, behind the `test-support` feature.
+#[cfg(feature = "test-support")]
+pub mod testdb;
+#[cfg(feature = "test-support")]
 pub mod write_behind;
+#[cfg(not(feature = "test-support"))]
+pub(crate) mod write_behind;
 
 pub use clock::Clock;
-pub use engine::{Engine, EngineConfig};
+pub use config::EngineConfig;
+pub use engine::Engine;
 pub use error::{EngineError, Refusal};
 
 /// The schema every part of boxoffice runs against. The server runs it at start-up; tests

@@ -1,4 +1,4 @@
-//! Loading an event's inventory from PostgreSQL.
+//! Loading an event's inventory from PostgreSQL, and rebuilding it for a new actor.
 //!
 //! Loading also takes ownership: it bumps the event's fencing epoch in the same transaction,
 //! so any older actor's flush that commits afterwards is refused, and the row lock it takes
@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use sqlx::{PgPool, Row};
 
 use crate::clock::from_timestamp;
+use crate::context::EngineContext;
+use crate::error::EngineError;
 use crate::inventory::{
-    EventRules, Restored, RestoredBooking, RestoredHold, RestoredSection, RowSpec,
+    Change, EventRules, Inventory, Restored, RestoredBooking, RestoredHold, RestoredSection,
+    RowSpec,
 };
 use crate::types::{
     BookingStatus, BookingView, DiscountAmount, DiscountView, EventId, EventStatus, HoldStatus,
@@ -32,17 +35,86 @@ fn parse<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, LoadError> {
     parse(text).ok_or_else(|| LoadError::Corrupt(format!("unknown status {text}")))
 }
 
-/// Loads everything stored about an event and takes ownership of it. Returns the stored
-/// state and the new fencing epoch.
+/// An event loaded and rebuilt, ready for its actor.
+pub(crate) struct LoadedEvent {
+    /// The rebuilt inventory.
+    pub inventory: Inventory,
+    /// Changes found while rebuilding (holds past their expiry, corrected counts), written by
+    /// the actor's first batch.
+    pub pending: Vec<Change>,
+    /// The fencing epoch this load took; every flush of the new actor checks it.
+    pub epoch: i64,
+}
+
+/// Loads an event and rebuilds its inventory, on the engine's I/O thread. Errors come back
+/// as the engine reports them; causes are logged, never sent.
+pub(crate) async fn load_inventory(
+    ctx: &EngineContext,
+    event_id: EventId,
+) -> Result<LoadedEvent, EngineError> {
+    let started = std::time::Instant::now();
+    let pool = ctx.pool.clone();
+    let (stored, epoch) = ctx
+        .io
+        .run(async move { load(&pool, event_id).await })
+        .await
+        .map_err(|e| match e {
+            LoadError::NotFound => EngineError::EventNotFound,
+            other => {
+                tracing::error!(event_id, error = %other, "could not load an event");
+                EngineError::Unavailable("the event could not be loaded".into())
+            }
+        })?;
+    let (inventory, pending) = Inventory::restore(stored, ctx.clock.now_ms()).map_err(|e| {
+        tracing::error!(event_id, error = %e, "stored inventory breaks an invariant");
+        EngineError::Unavailable("the event could not be loaded".into())
+    })?;
+    metrics::histogram!("boxoffice_event_load_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    Ok(LoadedEvent {
+        inventory,
+        pending,
+        epoch,
+    })
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+/// Loads everything stored about an event and takes ownership of it, in one transaction.
+/// Returns the stored state and the new fencing epoch.
 pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), LoadError> {
     let mut tx = pool.begin().await?;
+    let (rules, epoch, stored_available) = take_ownership(&mut tx, event_id).await?;
+    let sections = load_sections(&mut tx, event_id).await?;
+    let holds = load_holds(&mut tx, event_id).await?;
+    let bookings = load_bookings(&mut tx, event_id).await?;
+    let discounts = load_discounts(&mut tx, event_id).await?;
+    tx.commit().await?;
+    let restored = Restored {
+        event_id,
+        rules,
+        stored_available,
+        sections,
+        holds,
+        bookings,
+        discounts,
+    };
+    Ok((restored, epoch))
+}
+
+/// Bumps the event's fencing epoch (locking its row until COMMIT) and reads its rules.
+/// Returns the rules, the new epoch and the stored `available_seats`.
+async fn take_ownership(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+) -> Result<(EventRules, i64, u32), LoadError> {
     let event = sqlx::query(
         "UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1
          RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
                    available_seats, owner_epoch",
     )
     .bind(event_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(LoadError::NotFound)?;
     let rules = EventRules {
@@ -51,9 +123,15 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
         hold_ttl_seconds: event.get::<i32, _>("hold_ttl_seconds") as u32,
         max_tickets_per_user: event.get::<i32, _>("max_tickets_per_user") as u32,
     };
-    let epoch: i64 = event.get("owner_epoch");
     let stored_available = event.get::<i32, _>("available_seats") as u32;
+    Ok((rules, event.get("owner_epoch"), stored_available))
+}
 
+/// The event's sections with their seats.
+async fn load_sections(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+) -> Result<Vec<RestoredSection>, LoadError> {
     // Seats come grouped by row with their ids and numbers as arrays: one row per seat row
     // instead of one per seat keeps a 100,000-seat event to a few hundred result rows.
     let mut rows_by_section: BTreeMap<i64, Vec<RowSpec>> = BTreeMap::new();
@@ -65,7 +143,7 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
          GROUP BY section_id, row_index ORDER BY section_id, row_index",
     )
     .bind(event_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     for row in seat_rows {
         let ids: Vec<i64> = row.get("ids");
@@ -79,14 +157,13 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
                 seats: ids.into_iter().zip(numbers).collect(),
             });
     }
-
     let mut sections = Vec::new();
     for row in sqlx::query(
         "SELECT id, name, kind, capacity, price_cents, available, held, booked
          FROM event_sections WHERE event_id = $1 ORDER BY id",
     )
     .bind(event_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         let id: i64 = row.get("id");
@@ -104,7 +181,12 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             ),
         });
     }
+    Ok(sections)
+}
 
+/// The holds that still matter: ACTIVE ones, those of bookings, and keyed ones (a retry must
+/// get their first answer).
+async fn load_holds(tx: &mut Tx<'_>, event_id: EventId) -> Result<Vec<RestoredHold>, LoadError> {
     let mut holds = Vec::new();
     for row in sqlx::query(
         "SELECT id, user_id, section_id, quantity, seat_ids, status, booking_id,
@@ -115,7 +197,7 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
                 OR idempotency_key IS NOT NULL)",
     )
     .bind(event_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         holds.push(RestoredHold {
@@ -135,7 +217,14 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             request_fingerprint: row.get("request_fingerprint"),
         });
     }
+    Ok(holds)
+}
 
+/// Every booking of the event, without items (they come from the holds).
+async fn load_bookings(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+) -> Result<Vec<RestoredBooking>, LoadError> {
     let mut bookings = Vec::new();
     for row in sqlx::query(
         "SELECT id, booking_reference, user_id, status, subtotal_cents, discount_cents,
@@ -143,7 +232,7 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
          FROM bookings WHERE event_id = $1",
     )
     .bind(event_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         let view = BookingView {
@@ -165,14 +254,21 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             request_fingerprint: row.get("request_fingerprint"),
         });
     }
+    Ok(bookings)
+}
 
+/// Every discount code of the event.
+async fn load_discounts(
+    tx: &mut Tx<'_>,
+    event_id: EventId,
+) -> Result<Vec<DiscountView>, LoadError> {
     let mut discounts = Vec::new();
     for row in sqlx::query(
         "SELECT id, code, percent_off, amount_off_cents, max_uses, used, valid_from, valid_until
          FROM discounts WHERE event_id = $1",
     )
     .bind(event_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?
     {
         let percent: Option<i32> = row.get("percent_off");
@@ -197,18 +293,5 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
             valid_until_ms: row.get::<Option<_>, _>("valid_until").map(from_timestamp),
         });
     }
-    tx.commit().await?;
-
-    Ok((
-        Restored {
-            event_id,
-            rules,
-            stored_available,
-            sections,
-            holds,
-            bookings,
-            discounts,
-        },
-        epoch,
-    ))
+    Ok(discounts)
 }

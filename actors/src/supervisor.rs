@@ -1,30 +1,197 @@
-//! The supervisor: parent of every event actor.
+//! The supervisor: the registry of live event actors, and the parent that starts them and
+//! rebuilds them after a failure.
 //!
-//! It spawns an event's actor (from an inventory the caller loaded), keeps the registry
-//! (event id → actor), and when an actor fails it removes it and rebuilds it from
+//! [`Registry::handle_for`] finds an event's live actor or, when there is none, loads the
+//! event ([`recovery::load_inventory`]) and asks the supervisor actor to spawn one. When an
+//! actor fails, the supervisor actor takes it out of the registry and rebuilds it from
 //! PostgreSQL. ractor has no restart strategy of its own: this is it.
 //!
 //! At most one actor per event: an entry leaves the registry only when ractor reports the
 //! actor terminated (after its last message), and a new actor is only spawned for an event
-//! with no entry. Even so, the database has the last word: each load bumps the event's
-//! fencing epoch, and a flush under an older epoch is refused.
+//! with no entry, under that event's spawn lock. Even so, the database has the last word:
+//! each load bumps the event's fencing epoch, and a flush under an older epoch is refused.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use ractor::concurrency::JoinHandle;
+use ractor::rpc::CallResult;
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
+};
+use tokio::sync::Semaphore;
 
-use crate::engine::{EventHandle, Shared};
+use crate::context::EngineContext;
 use crate::error::EngineError;
-use crate::event::{EventActor, EventArgs};
+use crate::event::{EventActor, EventArgs, EventMessage};
+use crate::inventory::InventorySnapshot;
+use crate::recovery::{self, LoadedEvent};
 use crate::types::EventId;
 
+/// Events whose loads are serialized by one lock. Loads of different events mostly proceed
+/// in parallel; two loads of one event never do.
+const SPAWN_LOCK_STRIPES: usize = 64;
+/// How often, and how many times, `handle_for` looks again at an actor that is stopping
+/// before giving up with a retryable error (at most one second in all).
+const STOPPING_POLL: Duration = Duration::from_millis(5);
+const STOPPING_POLLS_MAX: u32 = 200;
+/// Backoff between attempts to rebuild a failed actor: doubling from the first, capped.
+const REBUILD_BACKOFF_FIRST_MS: u64 = 100;
+const REBUILD_BACKOFF_MAX_MS: u64 = 5_000;
+
+/// A live event actor as the registry knows it.
+#[derive(Clone)]
+pub(crate) struct EventHandle {
+    /// The actor.
+    pub actor: ActorRef<EventMessage>,
+    /// Its latest published snapshot, read without a mailbox round trip.
+    pub snapshot: Arc<ArcSwap<InventorySnapshot>>,
+    /// Admission for this event: requests in its mailbox plus replies parked in its batches.
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl EventHandle {
+    fn is_running(&self) -> bool {
+        matches!(
+            self.actor.get_status(),
+            ActorStatus::Running | ActorStatus::Starting | ActorStatus::Upgrading
+        )
+    }
+}
+
+/// The live event actors, and the way to start one.
+pub(crate) struct Registry {
+    /// Engine-wide resources, handed to every actor.
+    ctx: Arc<EngineContext>,
+    /// Live actors by event.
+    live: DashMap<EventId, EventHandle>,
+    /// Serializes loading per event (striped).
+    spawn_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Set once shutdown begins: no actor is started after it.
+    shutting_down: AtomicBool,
+    /// The supervisor actor, set right after it is spawned.
+    supervisor: OnceLock<ActorRef<SupervisorMessage>>,
+}
+
+impl Registry {
+    /// Starts the supervisor actor. Actors start on first use.
+    pub async fn start(
+        ctx: Arc<EngineContext>,
+    ) -> Result<(Arc<Registry>, JoinHandle<()>), EngineError> {
+        let registry = Arc::new(Registry {
+            ctx,
+            live: DashMap::new(),
+            spawn_locks: (0..SPAWN_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            shutting_down: AtomicBool::new(false),
+            supervisor: OnceLock::new(),
+        });
+        let (supervisor, join) = Actor::spawn(None, EventSupervisor, registry.clone())
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("supervisor failed to start: {e}")))?;
+        registry
+            .supervisor
+            .set(supervisor)
+            .unwrap_or_else(|_| unreachable!("set once"));
+        Ok((registry, join))
+    }
+
+    /// Marks the start of shutdown. Returns whether it had begun already.
+    pub fn begin_shutdown(&self) -> bool {
+        self.shutting_down.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Number of live actors.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The live actor of an event, if any.
+    pub fn get(&self, event_id: EventId) -> Option<EventHandle> {
+        self.live.get(&event_id).map(|h| h.clone())
+    }
+
+    /// Every live actor.
+    pub fn all(&self) -> Vec<EventHandle> {
+        self.live.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Stops the supervisor actor (and with it any actor still alive).
+    pub fn stop_supervisor(&self) {
+        if let Some(supervisor) = self.supervisor.get() {
+            supervisor.stop(Some("shutdown".into()));
+        }
+    }
+
+    /// The live actor of an event, loading the event and spawning its actor if there is none.
+    /// Waits for a load of the same event already under way rather than starting a second.
+    pub async fn handle_for(&self, event_id: EventId) -> Result<EventHandle, EngineError> {
+        if let Some(h) = self.get(event_id).filter(EventHandle::is_running) {
+            return Ok(h);
+        }
+        let stripe = (event_id.unsigned_abs() as usize) % SPAWN_LOCK_STRIPES;
+        let _guard = self.spawn_locks[stripe].lock().await;
+        // An actor that is stopping stays registered until it has terminated; wait for it
+        // rather than start a second one.
+        for _ in 0..STOPPING_POLLS_MAX {
+            match self.get(event_id) {
+                Some(h) if h.is_running() => return Ok(h),
+                Some(_) => tokio::time::sleep(STOPPING_POLL).await,
+                None => break,
+            }
+        }
+        if self.live.contains_key(&event_id) {
+            return Err(EngineError::Unavailable("the event is restarting".into()));
+        }
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let loaded = recovery::load_inventory(&self.ctx, event_id).await?;
+        self.spawn(loaded).await
+    }
+
+    /// Asks the supervisor actor to spawn the actor of a freshly loaded event.
+    async fn spawn(&self, mut loaded: LoadedEvent) -> Result<EventHandle, EngineError> {
+        // The first snapshot is built here, from the inventory itself, so that readers have
+        // one the moment the actor is registered.
+        let snapshot = Arc::new(ArcSwap::from_pointee(loaded.inventory.snapshot(true)));
+        let args = EventArgs {
+            ctx: self.ctx.clone(),
+            inventory: loaded.inventory,
+            epoch: loaded.epoch,
+            pending: loaded.pending,
+            snapshot,
+        };
+        let supervisor = self.supervisor.get().expect("started").clone();
+        match supervisor
+            .call(
+                |reply| SupervisorMessage::Spawn(Box::new(args), reply),
+                Some(self.ctx.config.call_timeout()),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(EngineError::Unavailable(
+                "the event could not be started".into(),
+            )),
+        }
+    }
+}
+
 /// The supervisor actor.
-pub struct EventSupervisor;
+pub(crate) struct EventSupervisor;
 
 /// What the supervisor is asked to do.
-pub enum SupervisorMessage {
+pub(crate) enum SupervisorMessage {
     /// Spawn the actor of a freshly loaded event and register it.
     Spawn(
         Box<EventArgs>,
@@ -33,9 +200,9 @@ pub enum SupervisorMessage {
 }
 
 /// The supervisor's state.
-pub struct SupervisorState {
-    /// Engine-wide resources, including the registry.
-    shared: Arc<Shared>,
+pub(crate) struct SupervisorState {
+    /// The registry it spawns into and removes from.
+    registry: Arc<Registry>,
     /// Which event each child actor serves.
     children: HashMap<ActorId, EventId>,
 }
@@ -43,15 +210,15 @@ pub struct SupervisorState {
 impl Actor for EventSupervisor {
     type Msg = SupervisorMessage;
     type State = SupervisorState;
-    type Arguments = Arc<Shared>;
+    type Arguments = Arc<Registry>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMessage>,
-        shared: Arc<Shared>,
+        registry: Arc<Registry>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
-            shared,
+            registry,
             children: HashMap::new(),
         })
     }
@@ -62,33 +229,38 @@ impl Actor for EventSupervisor {
         message: SupervisorMessage,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SupervisorMessage::Spawn(args, reply) => {
-                let event_id = args.inventory.event_id();
-                if let Some(live) = state.shared.registry.get(&event_id) {
-                    // The spawn lock makes this unreachable; refusing keeps it harmless.
-                    tracing::error!(event_id, "asked to spawn a second actor for an event");
-                    let _ = reply.send(Ok(live.clone()));
-                    return Ok(());
-                }
-                let snapshot = args.snapshot.clone();
-                match Actor::spawn_linked(None, EventActor, *args, myself.get_cell()).await {
-                    Ok((actor, _)) => {
-                        let handle =
-                            EventHandle::new(actor.clone(), snapshot, &state.shared.config);
-                        state.children.insert(actor.get_id(), event_id);
-                        state.shared.registry.insert(event_id, handle.clone());
-                        metrics::gauge!("boxoffice_event_actors").set(state.children.len() as f64);
-                        metrics::counter!("boxoffice_event_actor_starts_total").increment(1);
-                        let _ = reply.send(Ok(handle));
-                    }
-                    Err(e) => {
-                        tracing::error!(event_id, error = %e, "could not spawn an event actor");
-                        let _ = reply.send(Err(EngineError::Unavailable(
-                            "the event could not be started".into(),
-                        )));
-                    }
-                }
+        let SupervisorMessage::Spawn(args, reply) = message;
+        let registry = &state.registry;
+        let event_id = args.inventory.event_id();
+        if let Some(live) = registry.get(event_id) {
+            // The spawn lock makes this unreachable. Should it happen, the live actor stays
+            // the only one: the caller gets it, and the freshly loaded inventory is dropped
+            // (its load bumped the epoch, so the live actor's next flush fails and it is
+            // rebuilt from PostgreSQL — safe, if not free).
+            tracing::error!(event_id, "asked to spawn a second actor for an event");
+            let _ = reply.send(Ok(live));
+            return Ok(());
+        }
+        let snapshot = args.snapshot.clone();
+        let in_flight = registry.ctx.config.max_in_flight_per_event;
+        match Actor::spawn_linked(None, EventActor, *args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                let handle = EventHandle {
+                    actor: actor.clone(),
+                    snapshot,
+                    in_flight: Arc::new(Semaphore::new(in_flight)),
+                };
+                state.children.insert(actor.get_id(), event_id);
+                registry.live.insert(event_id, handle.clone());
+                metrics::gauge!("boxoffice_event_actors").set(state.children.len() as f64);
+                metrics::counter!("boxoffice_event_actor_starts_total").increment(1);
+                let _ = reply.send(Ok(handle));
+            }
+            Err(e) => {
+                tracing::error!(event_id, error = %e, "could not spawn an event actor");
+                let _ = reply.send(Err(EngineError::Unavailable(
+                    "the event could not be started".into(),
+                )));
             }
         }
         Ok(())
@@ -112,9 +284,9 @@ impl Actor for EventSupervisor {
             return Ok(());
         };
         state
-            .shared
             .registry
-            .remove_if(&event_id, |_, h| h.actor_id() == cell.get_id());
+            .live
+            .remove_if(&event_id, |_, h| h.actor.get_id() == cell.get_id());
         metrics::gauge!("boxoffice_event_actors").set(state.children.len() as f64);
         match failure {
             None => {
@@ -124,8 +296,8 @@ impl Actor for EventSupervisor {
             Some(error) => {
                 metrics::counter!("boxoffice_event_actor_restarts_total").increment(1);
                 tracing::warn!(event_id, %error, "event actor failed; rebuilding it from PostgreSQL");
-                if !state.shared.is_shutting_down() {
-                    tokio::spawn(rebuild(state.shared.clone(), event_id));
+                if !state.registry.is_shutting_down() {
+                    tokio::spawn(rebuild(state.registry.clone(), event_id));
                 }
             }
         }
@@ -135,15 +307,15 @@ impl Actor for EventSupervisor {
 
 /// Rebuilds a failed event's actor, backing off while the database is unreachable. Gives up
 /// after the configured attempts; the next request for the event tries again.
-async fn rebuild(shared: Arc<Shared>, event_id: EventId) {
-    let attempts = shared.config.restart_attempts;
+async fn rebuild(registry: Arc<Registry>, event_id: EventId) {
+    let attempts = registry.ctx.config.restart_attempts;
     for attempt in 0..attempts {
-        let backoff_ms = (100u64 << attempt.min(6)).min(5_000);
+        let backoff_ms = (REBUILD_BACKOFF_FIRST_MS << attempt.min(6)).min(REBUILD_BACKOFF_MAX_MS);
         tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-        if shared.is_shutting_down() {
+        if registry.is_shutting_down() {
             return;
         }
-        match shared.handle_for(event_id).await {
+        match registry.handle_for(event_id).await {
             Ok(_) => return,
             Err(EngineError::EventNotFound) => return,
             Err(e) => tracing::warn!(event_id, attempt, error = %e, "rebuild failed; retrying"),

@@ -21,10 +21,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::messages::{EventMessage, Reply};
-use crate::engine::Shared;
+use crate::context::EngineContext;
 use crate::error::EngineError;
 use crate::ids;
-use crate::inventory::{Change, Decision, Inventory, InventorySnapshot};
+use crate::inventory::{Change, Decision, Inventory, InventorySnapshot, SectionSnapshot};
+use crate::types::{
+    BookingOutcome, ConfirmRequest, DiscountView, HoldOutcome, HoldRequest, NewDiscount, NewSection,
+};
 use crate::write_behind::{flush, Batch};
 
 /// A pending `send_after` timer.
@@ -36,7 +39,7 @@ pub struct EventActor;
 /// What an event actor starts from: an inventory freshly loaded from PostgreSQL.
 pub struct EventArgs {
     /// Engine-wide resources: pool, id allocators, configuration, clock.
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) ctx: Arc<EngineContext>,
     /// The loaded inventory.
     pub inventory: Inventory,
     /// The fencing epoch taken when loading; every flush checks it.
@@ -50,7 +53,7 @@ pub struct EventArgs {
 /// The state of one event actor.
 pub struct EventState {
     /// Engine-wide resources.
-    shared: Arc<Shared>,
+    ctx: Arc<EngineContext>,
     /// The event's inventory: the one place its seats are decided.
     inventory: Inventory,
     /// The fencing epoch this actor writes under.
@@ -89,7 +92,7 @@ impl Actor for EventActor {
         args: EventArgs,
     ) -> Result<EventState, ActorProcessingErr> {
         let mut state = EventState {
-            shared: args.shared,
+            ctx: args.ctx,
             inventory: args.inventory,
             epoch: args.epoch,
             snapshot: args.snapshot,
@@ -113,7 +116,7 @@ impl Actor for EventActor {
         myself: ActorRef<EventMessage>,
         state: &mut EventState,
     ) -> Result<(), ActorProcessingErr> {
-        let period = state.shared.config.idle_check_period();
+        let period = state.ctx.config.idle_check_period();
         state.idle_timer = Some(myself.send_interval(period, || EventMessage::IdleCheck));
         state.after_message(&myself);
         Ok(())
@@ -125,125 +128,43 @@ impl Actor for EventActor {
         message: EventMessage,
         state: &mut EventState,
     ) -> Result<(), ActorProcessingErr> {
-        let now_ms = state.shared.clock.now_ms();
+        let now_ms = state.ctx.clock.now_ms();
         state.expire(now_ms);
+        if message.is_request() {
+            state.last_request = Instant::now();
+        }
         match message {
-            EventMessage::Hold(request, reply) => {
-                state.last_request = Instant::now();
-                match next_id(&state.shared.hold_ids).await {
-                    Some(hold_id) => {
-                        let decision = state.inventory.place_hold(request, hold_id, now_ms);
-                        state.decide(decision, reply);
-                    }
-                    None => {
-                        let _ = reply.send(Err(unavailable()));
-                    }
-                }
-            }
+            EventMessage::Hold(request, reply) => state.on_hold(request, reply, now_ms).await,
             EventMessage::Release(requester, hold_id, reply) => {
-                state.last_request = Instant::now();
                 let decision = state.inventory.release_hold(requester, hold_id, now_ms);
                 state.decide(decision, reply);
             }
-            EventMessage::Confirm(request, reply) => {
-                state.last_request = Instant::now();
-                match next_id(&state.shared.booking_ids).await {
-                    Some(booking_id) => {
-                        let reference = ids::booking_reference();
-                        let decision = state
-                            .inventory
-                            .confirm(request, booking_id, reference, now_ms);
-                        state.decide(decision, reply);
-                    }
-                    None => {
-                        let _ = reply.send(Err(unavailable()));
-                    }
-                }
-            }
+            EventMessage::Confirm(request, reply) => state.on_confirm(request, reply, now_ms).await,
             EventMessage::CancelBooking(requester, booking_id, reply) => {
-                state.last_request = Instant::now();
                 let decision = state
                     .inventory
                     .cancel_booking(requester, booking_id, now_ms);
                 state.decide(decision, reply);
             }
-            EventMessage::AddSection(new, reply) => {
-                state.last_request = Instant::now();
-                if let Err(refusal) = state.inventory.validate_section(&new) {
-                    let _ = reply.send(Err(refusal.into()));
-                } else {
-                    let seats = Inventory::seats_needed(&new.spec) as usize;
-                    let pool = state.shared.pool.clone();
-                    let allocated = state
-                        .shared
-                        .io
-                        .run(async move {
-                            let section = ids::fetch(&pool, "event_sections_id_seq", 1).await?;
-                            let seat_ids = ids::fetch(&pool, "seats_id_seq", seats).await?;
-                            Ok::<_, sqlx::Error>((section[0], seat_ids))
-                        })
-                        .await;
-                    match allocated {
-                        Ok((section_id, seat_ids)) => {
-                            let decision = state.inventory.add_section(section_id, new, &seat_ids);
-                            state.decide(decision, reply);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not allocate section ids");
-                            let _ = reply.send(Err(unavailable()));
-                        }
-                    }
-                }
-            }
+            EventMessage::AddSection(new, reply) => state.on_add_section(new, reply).await,
             EventMessage::AddDiscount(new, reply) => {
-                state.last_request = Instant::now();
-                let pool = state.shared.pool.clone();
-                let fetched = state
-                    .shared
-                    .io
-                    .run(async move { ids::fetch(&pool, "discounts_id_seq", 1).await })
-                    .await;
-                match fetched {
-                    Ok(id) => {
-                        let decision = state.inventory.add_discount(id[0], new, now_ms);
-                        state.decide(decision, reply);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not allocate a discount id");
-                        let _ = reply.send(Err(unavailable()));
-                    }
-                }
+                state.on_add_discount(new, reply, now_ms).await
             }
             EventMessage::UpdateSettings(update, reply) => {
-                state.last_request = Instant::now();
                 let decision = state.inventory.update_settings(update);
                 state.decide(decision, reply);
             }
             EventMessage::Sync(reply) => state.decide(Ok(((), Vec::new())), reply),
             EventMessage::Expire => state.expiry_timer = None,
             EventMessage::IdleCheck => {
-                let idle = state.last_request.elapsed() >= state.shared.config.idle_timeout();
-                if idle
-                    && state.inventory.active_holds() == 0
-                    && state.is_quiet()
-                    && state.drain_waiters.is_empty()
-                {
+                if state.is_idle() {
                     myself.stop(Some("idle".into()));
                     return Ok(());
                 }
             }
             EventMessage::FlushDone(Ok(())) => state.flushing = false,
             EventMessage::FlushDone(Err(error)) => {
-                state.flushing = false;
-                // Every decision still waiting was made on top of the batch that failed, so
-                // none of them may be acknowledged. The supervisor reloads the truth.
-                for batch in state.sealed.drain(..) {
-                    batch.answer(Err(unavailable()));
-                }
-                std::mem::take(&mut state.open).answer(Err(unavailable()));
-                for waiter in state.drain_waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
+                state.fail_everything_waiting();
                 return Err(format!("flush failed: {error}").into());
             }
             EventMessage::Drain(reply) => state.drain_waiters.push(reply),
@@ -292,6 +213,106 @@ async fn next_id(ids: &Arc<ids::IdAllocator>) -> Option<i64> {
 }
 
 impl EventState {
+    /// A hold: an id from the prefetched block, then the inventory decides.
+    async fn on_hold(&mut self, request: HoldRequest, reply: Reply<HoldOutcome>, now_ms: i64) {
+        let Some(hold_id) = next_id(&self.ctx.hold_ids).await else {
+            let _ = reply.send(Err(unavailable()));
+            return;
+        };
+        let decision = self.inventory.place_hold(request, hold_id, now_ms);
+        self.decide(decision, reply);
+    }
+
+    /// A booking: an id and an unguessable reference, then the inventory decides.
+    async fn on_confirm(
+        &mut self,
+        request: ConfirmRequest,
+        reply: Reply<BookingOutcome>,
+        now_ms: i64,
+    ) {
+        let Some(booking_id) = next_id(&self.ctx.booking_ids).await else {
+            let _ = reply.send(Err(unavailable()));
+            return;
+        };
+        let reference = ids::booking_reference();
+        let decision = self
+            .inventory
+            .confirm(request, booking_id, reference, now_ms);
+        self.decide(decision, reply);
+    }
+
+    /// A new section: checked first, so that ids are only fetched for a section that will be
+    /// made; then one id for it and one per seat.
+    async fn on_add_section(&mut self, new: NewSection, reply: Reply<SectionSnapshot>) {
+        if let Err(refusal) = self.inventory.validate_section(&new) {
+            let _ = reply.send(Err(refusal.into()));
+            return;
+        }
+        let seats = Inventory::seats_needed(&new.spec) as usize;
+        let pool = self.ctx.pool.clone();
+        let allocated = self
+            .ctx
+            .io
+            .run(async move {
+                let section = ids::fetch(&pool, "event_sections_id_seq", 1).await?;
+                let seat_ids = ids::fetch(&pool, "seats_id_seq", seats).await?;
+                Ok::<_, sqlx::Error>((section[0], seat_ids))
+            })
+            .await;
+        match allocated {
+            Ok((section_id, seat_ids)) => {
+                let decision = self.inventory.add_section(section_id, new, &seat_ids);
+                self.decide(decision, reply);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not allocate section ids");
+                let _ = reply.send(Err(unavailable()));
+            }
+        }
+    }
+
+    /// A new discount code: an id, then the inventory decides.
+    async fn on_add_discount(&mut self, new: NewDiscount, reply: Reply<DiscountView>, now_ms: i64) {
+        let pool = self.ctx.pool.clone();
+        let fetched = self
+            .ctx
+            .io
+            .run(async move { ids::fetch(&pool, "discounts_id_seq", 1).await })
+            .await;
+        match fetched {
+            Ok(id) => {
+                let decision = self.inventory.add_discount(id[0], new, now_ms);
+                self.decide(decision, reply);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not allocate a discount id");
+                let _ = reply.send(Err(unavailable()));
+            }
+        }
+    }
+
+    /// No request for the idle timeout, no hold to expire, nothing to write, nobody waiting.
+    fn is_idle(&self) -> bool {
+        self.last_request.elapsed() >= self.ctx.config.idle_timeout()
+            && self.inventory.active_holds() == 0
+            && self.is_quiet()
+            && self.drain_waiters.is_empty()
+    }
+
+    /// After a failed flush: every decision still waiting was made on top of the batch that
+    /// failed, so none of them may be acknowledged. Each gets an error; the actor then fails
+    /// and the supervisor reloads the truth from PostgreSQL.
+    fn fail_everything_waiting(&mut self) {
+        self.flushing = false;
+        for batch in self.sealed.drain(..) {
+            batch.answer(Err(unavailable()));
+        }
+        std::mem::take(&mut self.open).answer(Err(unavailable()));
+        for waiter in self.drain_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
     /// Expires due holds; their changes join the open batch with no reply attached.
     fn expire(&mut self, now_ms: i64) {
         let (expired, changes) = self.inventory.expire_due(now_ms);
@@ -312,7 +333,7 @@ impl EventState {
                 self.open.park(Box::new(move |outcome| {
                     let _ = reply.send(outcome.map(|()| value));
                 }));
-                if self.open.changes >= self.shared.config.max_batch_changes {
+                if self.open.changes >= self.ctx.config.max_batch_changes {
                     self.sealed.push_back(std::mem::take(&mut self.open));
                 }
             }
@@ -353,10 +374,10 @@ impl EventState {
 
     fn start_flush(&mut self, batch: Batch, myself: ActorRef<EventMessage>) {
         self.flushing = true;
-        let pool = self.shared.pool.clone();
-        let timeout = self.shared.config.flush_timeout();
+        let pool = self.ctx.pool.clone();
+        let timeout = self.ctx.config.flush_timeout();
         let (event_id, epoch) = (self.inventory.event_id(), self.epoch);
-        self.shared.io.spawn(async move {
+        self.ctx.io.spawn(async move {
             let started = std::time::Instant::now();
             let written =
                 tokio::time::timeout(timeout, flush::write(&pool, event_id, epoch, &batch.writes));
@@ -409,7 +430,7 @@ impl EventState {
             timer.abort();
         }
         // One millisecond late rather than early: the clock reads whole milliseconds.
-        let delay_ms = (next_ms - self.shared.clock.now_ms()).max(0) as u64 + 1;
+        let delay_ms = (next_ms - self.ctx.clock.now_ms()).max(0) as u64 + 1;
         let timer = myself.send_after(Duration::from_millis(delay_ms), || EventMessage::Expire);
         self.expiry_timer = Some((next_ms, timer));
     }

@@ -40,3 +40,18 @@ pub enum EventMessage {
     /// Flush everything, then stop. Sent at shutdown.
     Drain(RpcReplyPort<()>),
 }
+
+impl EventMessage {
+    /// Whether this is a client's request (as opposed to the actor's own timers and flushes,
+    /// and shutdown): requests keep an actor from stopping for idleness.
+    pub fn is_request(&self) -> bool {
+        !matches!(
+            self,
+            EventMessage::Sync(_)
+                | EventMessage::Expire
+                | EventMessage::IdleCheck
+                | EventMessage::FlushDone(_)
+                | EventMessage::Drain(_)
+        )
+    }
+}

@@ -5,5 +5,5 @@
 mod actor;
 mod messages;
 
-pub use actor::{EventActor, EventArgs, EventState};
+pub use actor::{EventActor, EventArgs};
 pub use messages::{EventMessage, Reply};

@@ -10,4 +10,6 @@
 mod batch;
 pub mod flush;
 
-pub use batch::{Batch, Parked, Writes};
+pub use batch::Batch;
+#[cfg(feature = "test-support")]
+pub use batch::Writes;

@@ -5,4 +5,5 @@ mod backstops;
 mod burst;
 mod expiry;
 mod faults;
+mod shutdown;
 mod support;

@@ -1,0 +1,72 @@
+//! The engine's limits and timings, set by the server from its environment.
+
+use std::time::Duration;
+
+/// Engine limits and timings. Each bounds one queue, batch or wait of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Requests in flight across all events; beyond it calls fail with `Overloaded` at once.
+    pub max_in_flight_total: usize,
+    /// Requests in flight for one event (its mailbox plus its parked replies).
+    pub max_in_flight_per_event: usize,
+    /// Changes per write-behind batch before it is sealed and the next one opened.
+    pub max_batch_changes: usize,
+    /// How long one flush transaction may take before it counts as failed.
+    pub flush_timeout_ms: u64,
+    /// How long a caller waits for an actor's answer.
+    pub call_timeout_ms: u64,
+    /// An actor with no requests and no holds for this long stops.
+    pub idle_timeout_seconds: u64,
+    /// Ids fetched per round trip for holds and bookings.
+    pub id_block_size: usize,
+    /// Attempts to rebuild a failed actor before leaving it to the next request.
+    pub restart_attempts: u32,
+    /// Connections of the engine's own pool (flushes, loads, id blocks). One flush runs per
+    /// busy event, so this bounds how many events commit at once.
+    pub db_connections: u32,
+    /// How long shutdown as a whole may take: waiting for requests in flight and draining
+    /// every actor share this one deadline.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            // Sized for latency, not for memory: at ~10,000 holds/s a queue of 1,024 is
+            // ~100 ms. Past it, answering 503 at once beats answering late.
+            max_in_flight_total: 4_096,
+            max_in_flight_per_event: 1_024,
+            max_batch_changes: 16_384,
+            flush_timeout_ms: 5_000,
+            call_timeout_ms: 10_000,
+            idle_timeout_seconds: 300,
+            id_block_size: 2_000,
+            restart_attempts: 8,
+            db_connections: 8,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.flush_timeout_ms)
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// How often an actor checks whether it has been idle long enough to stop.
+    pub fn idle_check_period(&self) -> Duration {
+        (self.idle_timeout() / 4).max(Duration::from_secs(1))
+    }
+}

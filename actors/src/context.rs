@@ -1,0 +1,68 @@
+//! What every part of the engine shares: the database pool and the thread its I/O runs on,
+//! the limits, the clock and the id allocators. Event actors receive it when they start;
+//! it knows nothing of actors, so every module can depend on it and it on none of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::ids::IdAllocator;
+use crate::io_runtime::IoRuntime;
+
+/// Engine-wide resources, shared by the engine handle, the supervisor and every actor.
+pub(crate) struct EngineContext {
+    /// The engine's own connection pool, its connections living on `io`.
+    pub pool: PgPool,
+    /// The thread the engine's database work runs on.
+    pub io: IoRuntime,
+    /// Limits and timings.
+    pub config: EngineConfig,
+    /// Wall-clock milliseconds that advance with tokio's clock.
+    pub clock: Clock,
+    /// Prefetched hold ids.
+    pub hold_ids: Arc<IdAllocator>,
+    /// Prefetched booking ids.
+    pub booking_ids: Arc<IdAllocator>,
+}
+
+impl EngineContext {
+    /// Starts the I/O thread and opens the engine's pool on it. `pool` only lends its
+    /// connection options.
+    pub async fn start(pool: &PgPool, config: EngineConfig) -> Result<Self, EngineError> {
+        let io = IoRuntime::start();
+        let options = (*pool.connect_options()).clone();
+        let size = config.db_connections;
+        let pool = io
+            .run(async move {
+                PgPoolOptions::new()
+                    .max_connections(size)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("engine pool: {e}")))?;
+        let ids = |sequence| {
+            IdAllocator::new(
+                pool.clone(),
+                io.handle().clone(),
+                sequence,
+                config.id_block_size,
+            )
+        };
+        Ok(EngineContext {
+            hold_ids: ids("reservations_id_seq"),
+            booking_ids: ids("bookings_id_seq"),
+            clock: Clock::new(),
+            io,
+            pool,
+            config,
+        })
+    }
+}
