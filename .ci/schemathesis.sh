@@ -5,12 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore schemathesis==4.32.5
-cargo build --quiet --bin boxoffice
+# Ask cargo where it put the binary: CARGO_TARGET_DIR, a custom profile or a workspace
+# target directory elsewhere all move it.
+BIN=$(cargo build --quiet --bin boxoffice --message-format=json \
+  | python3 -c 'import sys, json
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "boxoffice":
+        print(m["executable"])')
+test -x "$BIN"
 DB="boxoffice_schemathesis_$$"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" JWT_SECRET="schemathesis-$$-secret-secret-secret" RUST_LOG=warn
-./target/debug/boxoffice seed-demo >/dev/null
-BIND_ADDR="127.0.0.1:$PORT" ./target/debug/boxoffice serve >"/tmp/$DB.log" 2>&1 &
+"$BIN" seed-demo >/dev/null
+BIND_ADDR="127.0.0.1:$PORT" "$BIN" serve >"/tmp/$DB.log" 2>&1 &
 SERVER=$!
 cleanup() {
   kill -TERM "$SERVER" 2>/dev/null || true

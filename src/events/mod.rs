@@ -1,8 +1,8 @@
 //! `/events`: creating, listing, reading and updating events.
 
+mod etag;
 mod view;
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -284,9 +284,7 @@ pub async fn details(
     }
     let body =
         serde_json::to_vec(&Data { data: &event }).map_err(|e| ApiError::Internal(e.into()))?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut hasher);
-    let etag = format!("W/\"{:016x}\"", hasher.finish());
+    let etag = etag::of(&body);
     let cache_control = if event.status == "DRAFT" {
         "private, no-cache"
     } else {
@@ -295,7 +293,7 @@ pub async fn details(
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| etag::none_match(v, &etag));
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

@@ -183,6 +183,16 @@ async fn event_details_are_cacheable_and_revalidate_with_etag() {
         .await
         .unwrap();
     assert_eq!(revalidated.status(), 304);
+    // If-None-Match compares weakly (RFC 9110): the strong form of the tag matches too.
+    let strong = etag.trim_start_matches("W/");
+    let revalidated = app
+        .client
+        .get(format!("{}/events/{event_id}", app.address))
+        .header("if-none-match", strong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
 
     // A change invalidates the cache: new body, new ETag.
     let renamed = app
