@@ -62,8 +62,11 @@ pub struct Settings {
     pub log_format: String,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     pub cache_prefix: String,
-    /// Where background jobs are POSTed; unset logs them instead.
+    /// Where background jobs are POSTed (`http://` or `https://`); unset logs them instead.
     pub outbox_webhook_url: Option<String>,
+    /// A PEM file of CA certificates trusted for the webhook besides the system's, for
+    /// receivers behind a private CA.
+    pub outbox_webhook_ca_file: Option<std::path::PathBuf>,
     /// Whether this node runs the background-job worker.
     pub outbox_worker: bool,
     /// Password hashes computed at once; more logins wait (then get 503).
@@ -133,6 +136,7 @@ impl Settings {
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),
+            outbox_webhook_ca_file: var("OUTBOX_WEBHOOK_CA_FILE").map(Into::into),
             outbox_worker: parsed("OUTBOX_WORKER", true)?,
             password_hash_concurrency: parsed(
                 "PASSWORD_HASH_CONCURRENCY",

@@ -28,15 +28,41 @@ pub struct Delivery {
     pub client: reqwest::Client,
 }
 
+/// How long one delivery attempt may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Delivery {
-    pub fn new(webhook_url: Option<String>) -> Self {
-        Delivery {
-            webhook_url,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("HTTP client builds"),
+    /// Delivery to `webhook_url` over HTTP or HTTPS. HTTPS receivers are verified against
+    /// the system's CA certificates and, when given, the PEM certificates in `extra_ca_pem`.
+    pub fn new(webhook_url: Option<String>, extra_ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut client = reqwest::Client::builder().timeout(DELIVERY_TIMEOUT);
+        if let Some(pem) = extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                anyhow::anyhow!("OUTBOX_WEBHOOK_CA_FILE holds no valid PEM certificate: {e}")
+            })?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "OUTBOX_WEBHOOK_CA_FILE holds no PEM certificate"
+            );
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
         }
+        Ok(Delivery {
+            webhook_url,
+            client: client.build()?,
+        })
+    }
+
+    /// Delivery as the settings say (`OUTBOX_WEBHOOK_URL`, `OUTBOX_WEBHOOK_CA_FILE`).
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        let pem = match &settings.outbox_webhook_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read OUTBOX_WEBHOOK_CA_FILE {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        Self::new(settings.outbox_webhook_url.clone(), pem.as_deref())
     }
 
     async fn deliver(

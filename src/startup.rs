@@ -68,6 +68,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Where the background-job worker delivers.
+    delivery: outbox::Delivery,
 }
 
 impl Application {
@@ -84,6 +86,7 @@ impl Application {
             ),
             None => None,
         };
+        let delivery = outbox::Delivery::from_settings(&settings)?;
         telemetry::set_slow_request_threshold(Duration::from_millis(settings.slow_request_ms));
         let listener = TcpListener::bind(settings.bind_addr)
             .await
@@ -105,6 +108,7 @@ impl Application {
             router: router(state.clone()),
             listener,
             state,
+            delivery,
         })
     }
 
@@ -134,10 +138,10 @@ impl Application {
             listener,
             router,
             state,
+            delivery,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "boxoffice is serving");
         let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
-        let delivery = outbox::Delivery::new(state.settings.outbox_webhook_url.clone());
         let jobs = state
             .settings
             .outbox_worker

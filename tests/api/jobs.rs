@@ -52,7 +52,7 @@ async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let delivery = Delivery::new(Some(hook_url));
+    let delivery = Delivery::new(Some(hook_url), None).unwrap();
     let job = |pool: sqlx::PgPool| async move {
         sqlx::query_as::<_, (String, i32, Option<String>, bool)>(
             "SELECT status, attempts, last_error, next_attempt_at > now() + interval '1 second'
@@ -107,4 +107,123 @@ async fn seed_demo_makes_the_briefs_buyer_and_an_event_on_sale_and_can_run_twice
     assert_eq!(inventory["status"], "ON_SALE");
     assert_eq!(inventory["sections"].as_array().unwrap().len(), 2);
     app.stop().await.unwrap();
+}
+
+/// An HTTPS webhook receiver on a free port with a certificate for `localhost` made on the
+/// spot: answers 200 to every request and hands each request's body to the returned channel.
+async fn https_receiver() -> (u16, String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    let n = tls.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    request.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                while request.len() < body_start + length {
+                    let n = tls.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the body ended early");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&request[body_start..]).to_string();
+                let _ = bodies.send(body);
+                tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, certified.cert.pem(), received)
+}
+
+#[tokio::test]
+async fn jobs_reach_an_https_webhook_whose_certificate_is_verified() {
+    let db = boxoffice_engine::testdb::TestDb::create().await;
+    let mut settings = test_settings(&db);
+    settings.outbox_worker = false;
+    let app = spawn_app_with(db, settings).await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let hold = app.hold(&buyer, event_id, general, 1).await;
+    let booked = app
+        .post("/bookings", Some(&buyer), json!({"reservationIds": [hold]}))
+        .await;
+    assert_eq!(booked.status(), 201);
+    let reference = data(booked).await["bookingReference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE kind <> 'booking.confirmed'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (port, ca_pem, mut received) = https_receiver().await;
+    let url = format!("https://localhost:{port}/hook");
+    let status = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT status, last_error FROM outbox WHERE kind = 'booking.confirmed'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    // Without the receiver's CA the certificate is not trusted: no delivery.
+    let untrusting = Delivery::new(Some(url.clone()), None).unwrap();
+    run_once(&app.db.pool, &untrusting).await.unwrap();
+    let (state, error) = status(app.db.pool.clone()).await;
+    assert_eq!(state, "PENDING");
+    assert!(error.unwrap().contains("unreachable"));
+    assert!(received.try_recv().is_err(), "nothing reached the receiver");
+
+    // With it (OUTBOX_WEBHOOK_CA_FILE), the job is delivered over TLS.
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() WHERE kind = 'booking.confirmed'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let trusting = Delivery::new(Some(url), Some(ca_pem.as_bytes())).unwrap();
+    run_once(&app.db.pool, &trusting).await.unwrap();
+    assert_eq!(status(app.db.pool.clone()).await.0, "DELIVERED");
+    let body: serde_json::Value = serde_json::from_str(&received.recv().await.unwrap()).unwrap();
+    assert_eq!(body["kind"], "booking.confirmed");
+    assert_eq!(body["payload"]["bookingReference"], reference.as_str());
+    app.stop().await.unwrap();
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused_at_start() {
+    assert!(Delivery::new(Some("https://example.test/".into()), Some(b"not a pem")).is_err());
 }
