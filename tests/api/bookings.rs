@@ -58,7 +58,8 @@ async fn confirming_holds_makes_a_priced_booking_with_its_jobs_queued() {
         vec!["analytics.booking_confirmed", "booking.confirmed"]
     );
     let mut delivered = 0;
-    for _ in 0..100 {
+    // The worker polls every 500 ms; a busy machine may take longer: wait up to 30 s.
+    for _ in 0..600 {
         delivered =
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE status = 'DELIVERED'")
                 .fetch_one(&app.db.pool)

@@ -139,8 +139,8 @@ async fn exercise(app: &TestApp) {
     app.get(&format!("/events/{event_id}/inventory")).await;
     app.get("/no/such/route").await;
     assert!(app.engine.kill_actor(event_id));
-    // The next request rebuilds the actor.
-    for _ in 0..50 {
+    // The next request rebuilds the actor (up to 30 s on a busy machine).
+    for _ in 0..1500 {
         if app
             .get(&format!("/events/{event_id}/inventory"))
             .await
@@ -157,8 +157,8 @@ async fn exercise(app: &TestApp) {
         json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
     )
     .await;
-    // Let the job worker deliver the booking's jobs.
-    for _ in 0..50 {
+    // Let the job worker deliver the booking's jobs (up to 30 s on a busy machine).
+    for _ in 0..600 {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'PENDING'")
                 .fetch_one(&app.db.pool)

@@ -11,11 +11,13 @@ use boxoffice_engine::{EngineConfig, EngineError, Refusal};
 use crate::support::{assert_invariants, fixture, hold_ids_with_status, section_counts};
 
 /// Holds of one ticket each from every buyer, all at once; returns the acknowledged hold ids
-/// and how many requests failed with a retryable error.
+/// and how many requests failed with a retryable error. `on_ack` and `on_fail` count them
+/// as they happen, for a test that waits on the burst's progress.
 async fn burst(
     f: &crate::support::Fixture,
     section_id: i64,
     on_ack: Arc<AtomicUsize>,
+    on_fail: Arc<AtomicUsize>,
 ) -> (Vec<i64>, usize) {
     let tasks: Vec<_> = f
         .buyers
@@ -24,6 +26,7 @@ async fn burst(
             let engine = f.engine.clone();
             let event = f.event_id;
             let acks = on_ack.clone();
+            let fails = on_fail.clone();
             tokio::spawn(async move {
                 let kind = HoldKind::General {
                     section_id,
@@ -40,9 +43,11 @@ async fn burst(
                         },
                     )
                     .await;
-                if answer.is_ok() {
-                    acks.fetch_add(1, Ordering::SeqCst);
-                }
+                match &answer {
+                    Ok(_) => acks.fetch_add(1, Ordering::SeqCst),
+                    Err(e) if e.is_retryable() => fails.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => 0,
+                };
                 answer
             })
         })
@@ -79,7 +84,7 @@ async fn an_actor_killed_mid_burst_is_rebuilt_with_every_acknowledged_hold() {
             assert!(engine.kill_actor(event), "the actor was alive");
         })
     };
-    let (acked, _failed) = burst(&f, floor, acks).await;
+    let (acked, _failed) = burst(&f, floor, acks, Arc::default()).await;
     killer.await.unwrap();
 
     // The rebuilt actor (started by the supervisor or by the next request) agrees with
@@ -113,7 +118,7 @@ async fn an_actor_killed_mid_burst_is_rebuilt_with_every_acknowledged_hold() {
 
     // And it keeps selling where the old one stopped.
     let remaining = section.available;
-    let (more, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    let (more, _) = burst(&f, floor, Arc::default(), Arc::default()).await;
     assert_eq!(
         more.len() as u32,
         remaining,
@@ -133,7 +138,7 @@ async fn a_flush_that_cannot_commit_fails_its_requests_and_loses_no_acknowledged
     f.open_sale().await;
 
     // Warm up: the actor is live and some holds are durable.
-    let (first, failed) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    let (first, failed) = burst(&f, floor, Arc::default(), Arc::default()).await;
     assert_eq!((first.len(), failed), (1500, 0));
 
     // Another session locks the event row for longer than the flush timeout: every flush
@@ -144,11 +149,23 @@ async fn a_flush_that_cannot_commit_fails_its_requests_and_loses_no_acknowledged
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let release = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-        blocker.rollback().await.unwrap();
-    });
-    let (second, failed) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    // The lock is let go once a request has failed — not after a fixed time, which a slow
+    // machine could spend before the burst even reached the actor.
+    let fails = Arc::new(AtomicUsize::new(0));
+    let release = {
+        let fails = fails.clone();
+        tokio::spawn(async move {
+            let seen = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                while fails.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            blocker.rollback().await.unwrap();
+            assert!(seen.is_ok(), "no flush failed while the row was locked");
+        })
+    };
+    let (second, failed) = burst(&f, floor, Arc::default(), fails).await;
     release.await.unwrap();
     assert!(
         failed > 0,
@@ -170,7 +187,7 @@ async fn a_flush_that_cannot_commit_fails_its_requests_and_loses_no_acknowledged
             }
         })
     };
-    let (third, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    let (third, _) = burst(&f, floor, Arc::default(), Arc::default()).await;
     terminator.await.unwrap();
 
     f.engine.sync(f.event_id).await.unwrap();
@@ -191,7 +208,7 @@ async fn the_audit_notices_broken_invariants_and_missing_acknowledgements() {
     let f = fixture(2, 4, 600, EngineConfig::default()).await;
     let floor = f.general("Floor", 10).await;
     f.open_sale().await;
-    let (acked, _) = burst(&f, floor, Arc::new(AtomicUsize::new(0))).await;
+    let (acked, _) = burst(&f, floor, Arc::default(), Arc::default()).await;
     f.engine.sync(f.event_id).await.unwrap();
     assert!(boxoffice_engine::audit::violations(f.pool(), f.event_id)
         .await
