@@ -60,7 +60,7 @@ pub async fn seed(pool: &PgPool, engine: &Engine) -> anyhow::Result<i64> {
         },
         NewSection {
             name: "Stalls".into(),
-            spec: SectionSpec::Reserved {
+            spec: SectionSpec::Seated {
                 rows: 20,
                 seats_per_row: 50,
             },

@@ -180,7 +180,7 @@ pub async fn create(
             price_cents,
         } => NewSection {
             name,
-            spec: SectionSpec::Reserved {
+            spec: SectionSpec::Seated {
                 rows,
                 seats_per_row,
             },

@@ -83,7 +83,7 @@ fn general_holds(c: &mut Criterion) {
 /// (Centre-first pairs leave a single seat at each end of an odd run, so a section does not
 /// sell out exactly in pairs; 9,500 stays clear of that.)
 fn best_available(c: &mut Criterion) {
-    let spec = SectionSpec::Reserved {
+    let spec = SectionSpec::Seated {
         rows: 100,
         seats_per_row: 200,
     };

@@ -18,11 +18,11 @@ pub const MAX_HOLD_TTL_SECONDS: u32 = 86_400;
 pub const MAX_SECTIONS_PER_EVENT: usize = 100;
 /// Tickets of one GENERAL section.
 pub const MAX_GENERAL_CAPACITY: u32 = 1_000_000;
-/// Rows of one RESERVED section.
+/// Rows of one seated section.
 pub const MAX_ROWS: u32 = 1_000;
 /// Seats of one row.
 pub const MAX_SEATS_PER_ROW: u32 = 1_000;
-/// Seats of one RESERVED section.
+/// Seats of one seated section.
 pub const MAX_RESERVED_SEATS: u32 = 200_000;
 /// Characters of a section name.
 pub const MAX_SECTION_NAME_CHARS: usize = 100;

@@ -54,10 +54,11 @@ string_enum!(
 );
 
 string_enum!(
-    /// How a section is sold.
+    /// How a section is sold: by quantity (GENERAL) or by seat (a seated section, spelled
+    /// RESERVED in the API and the database, as the brief names it).
     SectionKind {
         General => "GENERAL",
-        Reserved => "RESERVED",
+        Seated => "RESERVED",
     }
 );
 
@@ -72,10 +73,11 @@ string_enum!(
 );
 
 string_enum!(
-    /// Status of one seat of a RESERVED section.
+    /// Status of one seat of a seated section. A held seat is spelled RESERVED in the API
+    /// and the database, as the brief names it.
     SeatStatus {
         Available => "AVAILABLE",
-        Reserved => "RESERVED",
+        Held => "RESERVED",
         Booked => "BOOKED",
     }
 );
@@ -138,9 +140,9 @@ pub enum HoldKind {
         section_id: SectionId,
         quantity: u32,
     },
-    /// These exact seats, all of one RESERVED section.
+    /// These exact seats, all of one seated section.
     Seats { seat_ids: Vec<SeatId> },
-    /// The best `quantity` seats of a RESERVED section: adjacent in one row, front rows and
+    /// The best `quantity` seats of a seated section: adjacent in one row, front rows and
     /// the centre first; when `allow_split` is set and no row has them together, the best
     /// single seats instead.
     BestAvailable {
@@ -336,7 +338,7 @@ pub enum SectionSpec {
     /// Sold by quantity.
     General { capacity: u32 },
     /// Sold by seat: `rows` rows labelled A, B, … of `seats_per_row` seats numbered from 1.
-    Reserved { rows: u32, seats_per_row: u32 },
+    Seated { rows: u32, seats_per_row: u32 },
 }
 
 /// A request to add a section to an event.

@@ -290,7 +290,7 @@ fn new_inventory() -> Inventory {
     };
     inv.add_section(GENERAL, general, &[]).unwrap();
     let seat_ids: Vec<i64> = (0..SEATS as i64).map(|i| FIRST_SEAT + i).collect();
-    let spec = SectionSpec::Reserved {
+    let spec = SectionSpec::Seated {
         rows: ROWS as u32,
         seats_per_row: PER_ROW as u32,
     };

@@ -333,7 +333,7 @@ impl EventState {
                 self.open.park(Box::new(move |outcome| {
                     let _ = reply.send(outcome.map(|()| value));
                 }));
-                if self.open.changes >= self.ctx.config.max_batch_changes {
+                if self.open.change_count >= self.ctx.config.max_batch_changes {
                     self.sealed.push_back(std::mem::take(&mut self.open));
                 }
             }
@@ -388,7 +388,7 @@ impl EventState {
             };
             let elapsed = started.elapsed();
             metrics::histogram!("boxoffice_flush_duration_seconds").record(elapsed.as_secs_f64());
-            metrics::histogram!("boxoffice_flush_batch_changes").record(batch.changes as f64);
+            metrics::histogram!("boxoffice_flush_batch_changes").record(batch.change_count as f64);
             metrics::histogram!("boxoffice_flush_batch_requests").record(batch.parked.len() as f64);
             match &result {
                 Ok(()) => {

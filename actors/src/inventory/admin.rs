@@ -20,7 +20,7 @@ impl Inventory {
     pub fn seats_needed(spec: &SectionSpec) -> u32 {
         match spec {
             SectionSpec::General { .. } => 0,
-            SectionSpec::Reserved {
+            SectionSpec::Seated {
                 rows,
                 seats_per_row,
             } => rows.saturating_mul(*seats_per_row),
@@ -62,7 +62,7 @@ impl Inventory {
                     "capacity must be between 1 and {MAX_GENERAL_CAPACITY}"
                 )))
             }
-            SectionSpec::Reserved {
+            SectionSpec::Seated {
                 rows,
                 seats_per_row,
             } if !(1..=MAX_ROWS).contains(&rows)
@@ -78,7 +78,7 @@ impl Inventory {
         }
     }
 
-    /// Adds a section. For a RESERVED section `seat_ids` holds one fresh id per seat, row by
+    /// Adds a section. For a seated section `seat_ids` holds one fresh id per seat, row by
     /// row from the front, left to right.
     pub fn add_section(
         &mut self,
@@ -95,7 +95,7 @@ impl Inventory {
         let name = new.name.trim().to_string();
         let (kind, capacity, seats, seat_rows) = match new.spec {
             SectionSpec::General { capacity } => (SectionKind::General, capacity, None, Vec::new()),
-            SectionSpec::Reserved {
+            SectionSpec::Seated {
                 rows,
                 seats_per_row,
             } => {
@@ -124,7 +124,7 @@ impl Inventory {
                     })
                     .collect();
                 (
-                    SectionKind::Reserved,
+                    SectionKind::Seated,
                     rows * seats_per_row,
                     Some(SeatMap::new(specs)),
                     seat_rows,
@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(inv.validate_section(&dup), Err(Refusal::SectionExists));
         let huge = NewSection {
             name: "Huge".into(),
-            spec: SectionSpec::Reserved {
+            spec: SectionSpec::Seated {
                 rows: 1000,
                 seats_per_row: 1000,
             },

@@ -49,7 +49,7 @@ pub struct BookingRow {
     pub cancelled_at_ms: Option<i64>,
 }
 
-/// One new seat of a new RESERVED section.
+/// One new seat of a new seated section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeatRow {
     pub id: SeatId,

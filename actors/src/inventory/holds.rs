@@ -176,7 +176,7 @@ impl Inventory {
         )
     }
 
-    /// Picks the section and (for RESERVED sections) the seat positions for a hold.
+    /// Picks the section and (for seated sections) the seat positions for a hold.
     fn choose(&self, kind: &HoldKind, quantity: u32) -> Result<(SectionId, Vec<u32>), Refusal> {
         match kind {
             HoldKind::General { section_id, .. } => {
@@ -441,7 +441,7 @@ mod tests {
         let mut inv = on_sale(1, 1, 10, 8);
         let balcony = crate::types::NewSection {
             name: "Balcony".into(),
-            spec: crate::types::SectionSpec::Reserved {
+            spec: crate::types::SectionSpec::Seated {
                 rows: 1,
                 seats_per_row: 2,
             },

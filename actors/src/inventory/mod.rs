@@ -56,7 +56,7 @@ pub(crate) struct Section {
     pub held: u32,
     /// Tickets in CONFIRMED bookings.
     pub booked: u32,
-    /// The seats, for RESERVED sections.
+    /// The seats, for seated sections.
     pub seats: Option<SeatMap>,
     /// The last published seat map, reused until the seats change.
     pub seat_snapshot: Option<Arc<SeatMapSnapshot>>,
@@ -96,7 +96,7 @@ impl Section {
         };
         let (status, row_hold, row_booking) = match to {
             SeatOwner::Free => (SeatStatus::Available, None, None),
-            SeatOwner::Held(_) => (SeatStatus::Reserved, Some(hold_id), None),
+            SeatOwner::Held(_) => (SeatStatus::Held, Some(hold_id), None),
             SeatOwner::Booked(booking_id) => (SeatStatus::Booked, Some(hold_id), Some(booking_id)),
         };
         for &seat_id in seat_ids {
@@ -130,7 +130,7 @@ impl Section {
             }
             let status = match owner {
                 SeatOwner::Free => SeatStatus::Available,
-                SeatOwner::Held(_) => SeatStatus::Reserved,
+                SeatOwner::Held(_) => SeatStatus::Held,
                 SeatOwner::Booked(_) => SeatStatus::Booked,
             };
             rows.last_mut()
@@ -332,7 +332,7 @@ pub(crate) mod test_support {
 
     pub const T0: i64 = 1_800_000_000_000;
 
-    /// An ON_SALE event with a GENERAL section (id 1) of `general` tickets and a RESERVED
+    /// An ON_SALE event with a GENERAL section (id 1) of `general` tickets and a seated
     /// section (id 2) of `rows` × `per_row` seats with ids from 1000.
     pub fn on_sale(general: u32, rows: u32, per_row: u32, max_per_user: u32) -> Inventory {
         let mut inv = Inventory::new(
@@ -359,7 +359,7 @@ pub(crate) mod test_support {
             2,
             NewSection {
                 name: "Stalls".into(),
-                spec: SectionSpec::Reserved {
+                spec: SectionSpec::Seated {
                     rows,
                     seats_per_row: per_row,
                 },

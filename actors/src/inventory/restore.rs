@@ -21,7 +21,7 @@ pub struct RestoredSection {
     pub kind: SectionKind,
     pub capacity: u32,
     pub price_cents: i64,
-    /// Seats by row (RESERVED sections).
+    /// Seats by row (seated sections).
     pub rows: Vec<RowSpec>,
     /// The counts as stored, compared with the recomputed ones.
     pub stored_counts: (u32, u32, u32),
@@ -69,7 +69,7 @@ impl Inventory {
         let mut inv = Inventory::new(stored.event_id, stored.rules);
         let mut stored_counts = Vec::new();
         for s in stored.sections {
-            let seats = (s.kind == SectionKind::Reserved).then(|| SeatMap::new(s.rows));
+            let seats = (s.kind == SectionKind::Seated).then(|| SeatMap::new(s.rows));
             if let Some(seats) = &seats {
                 if seats.capacity() != s.capacity {
                     return Err(format!(

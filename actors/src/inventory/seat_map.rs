@@ -1,4 +1,4 @@
-//! The seats of one RESERVED section: who owns each seat, and a bitmap of free seats per row
+//! The seats of one seated section: who owns each seat, and a bitmap of free seats per row
 //! so that best-available can find N adjacent seats with a handful of word operations
 //! instead of a walk over every seat.
 
@@ -82,7 +82,7 @@ impl Row {
     }
 }
 
-/// The seats of one RESERVED section.
+/// The seats of one seated section.
 #[derive(Clone, Debug)]
 pub struct SeatMap {
     /// Rows, front first.

@@ -25,7 +25,7 @@ pub struct RowSnapshot {
     pub seats: Vec<SeatSnapshot>,
 }
 
-/// The seat map of a RESERVED section.
+/// The seat map of a seated section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeatMapSnapshot {
@@ -45,7 +45,7 @@ pub struct SectionSnapshot {
     pub available: u32,
     pub held: u32,
     pub booked: u32,
-    /// The seat map (RESERVED sections only). Refreshed once per group commit rather than on
+    /// The seat map (seated sections only). Refreshed once per group commit rather than on
     /// every decision, because copying thousands of seats per hold would cost more than the
     /// hold itself; the counts above are always current.
     #[serde(skip)]

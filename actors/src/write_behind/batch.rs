@@ -17,6 +17,46 @@ use crate::types::{
 /// that kept the batch from committing.
 pub type Parked = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
+/// A status change of a hold created in an earlier batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldUpdate {
+    pub status: HoldStatus,
+    /// The booking that confirmed it (or the cancelled booking it belonged to).
+    pub booking_id: Option<BookingId>,
+    pub at_ms: i64,
+}
+
+/// The last owner of a seat in this batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeatUpdate {
+    pub status: SeatStatus,
+    pub hold_id: Option<HoldId>,
+    pub booking_id: Option<BookingId>,
+}
+
+/// The last counts of a section in this batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionCounts {
+    pub available: u32,
+    pub held: u32,
+    pub booked: u32,
+}
+
+/// The event's last counts in this batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventCounts {
+    pub available_seats: u32,
+    pub status: EventStatus,
+}
+
+/// The event's selling rules, when this batch changed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSettings {
+    pub sale_start_ms: i64,
+    pub hold_ttl_seconds: u32,
+    pub max_tickets_per_user: u32,
+}
+
 /// Coalesced row changes, ready to be written with one bulk statement per table.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -24,19 +64,20 @@ pub struct Writes {
     pub discounts_new: Vec<DiscountRow>,
     pub bookings_new: Vec<BookingRow>,
     pub holds_new: Vec<HoldRow>,
-    /// Status changes of holds created in earlier batches: (status, booking, at).
-    pub hold_updates: HashMap<HoldId, (HoldStatus, Option<BookingId>, i64)>,
-    /// Seats by id: (status, hold, booking).
-    pub seats: HashMap<SeatId, (SeatStatus, Option<HoldId>, Option<BookingId>)>,
-    /// Section counts by id: (available, held, booked).
-    pub sections: HashMap<SectionId, (u32, u32, u32)>,
+    /// Status changes of holds created in earlier batches.
+    pub hold_updates: HashMap<HoldId, HoldUpdate>,
+    /// Seats whose owner changed.
+    pub seats: HashMap<SeatId, SeatUpdate>,
+    /// Sections whose counts changed.
+    pub sections: HashMap<SectionId, SectionCounts>,
     /// Bookings created in earlier batches and now cancelled, with when.
     pub booking_cancels: HashMap<BookingId, i64>,
+    /// Discounts whose use count changed: the new count.
     pub discounts_used: HashMap<DiscountId, u32>,
-    /// The event's counts: (available seats, status).
-    pub event: Option<(u32, EventStatus)>,
-    /// The event's rules: (sale start, hold TTL, max tickets per buyer).
-    pub settings: Option<(i64, u32, u32)>,
+    /// The event's counts, when they changed.
+    pub event: Option<EventCounts>,
+    /// The event's rules, when they changed.
+    pub settings: Option<EventSettings>,
     /// Where each new hold / booking sits in its vector, for coalescing.
     hold_index: HashMap<HoldId, usize>,
     booking_index: HashMap<BookingId, usize>,
@@ -96,8 +137,12 @@ impl Writes {
                     row.updated_at_ms = at_ms;
                 }
                 None => {
-                    self.hold_updates
-                        .insert(hold_id, (status, booking_id, at_ms));
+                    let update = HoldUpdate {
+                        status,
+                        booking_id,
+                        at_ms,
+                    };
+                    self.hold_updates.insert(hold_id, update);
                 }
             },
             Change::Seat {
@@ -106,7 +151,12 @@ impl Writes {
                 hold_id,
                 booking_id,
             } => {
-                self.seats.insert(seat_id, (status, hold_id, booking_id));
+                let update = SeatUpdate {
+                    status,
+                    hold_id,
+                    booking_id,
+                };
+                self.seats.insert(seat_id, update);
             }
             Change::SectionCounts {
                 section_id,
@@ -114,17 +164,33 @@ impl Writes {
                 held,
                 booked,
             } => {
-                self.sections.insert(section_id, (available, held, booked));
+                let counts = SectionCounts {
+                    available,
+                    held,
+                    booked,
+                };
+                self.sections.insert(section_id, counts);
             }
             Change::EventCounts {
                 available_seats,
                 status,
-            } => self.event = Some((available_seats, status)),
+            } => {
+                self.event = Some(EventCounts {
+                    available_seats,
+                    status,
+                })
+            }
             Change::EventSettings {
                 sale_start_ms,
                 hold_ttl_seconds,
                 max_tickets_per_user,
-            } => self.settings = Some((sale_start_ms, hold_ttl_seconds, max_tickets_per_user)),
+            } => {
+                self.settings = Some(EventSettings {
+                    sale_start_ms,
+                    hold_ttl_seconds,
+                    max_tickets_per_user,
+                })
+            }
             Change::BookingCreated(row) => {
                 self.booking_index.insert(row.id, self.bookings_new.len());
                 self.bookings_new.push(row);
@@ -155,8 +221,9 @@ impl Writes {
 pub struct Batch {
     /// What to write.
     pub writes: Writes,
-    /// Changes added (before coalescing); the batch is sealed when this reaches the limit.
-    pub changes: usize,
+    /// Changes added (before coalescing); the batch is sealed when this reaches
+    /// `max_batch_changes`.
+    pub change_count: usize,
     /// Replies to send once the batch has committed.
     pub parked: Vec<Parked>,
 }
@@ -164,7 +231,7 @@ pub struct Batch {
 impl Batch {
     /// Adds the changes of one decision.
     pub fn add(&mut self, changes: Vec<Change>) {
-        self.changes += changes.len();
+        self.change_count += changes.len();
         for change in changes {
             self.writes.add(change);
         }
@@ -177,7 +244,7 @@ impl Batch {
 
     /// Whether the batch has neither changes nor waiting replies.
     pub fn is_empty(&self) -> bool {
-        self.changes == 0 && self.parked.is_empty()
+        self.change_count == 0 && self.parked.is_empty()
     }
 
     /// Sends every parked reply the same outcome.
@@ -236,7 +303,7 @@ mod tests {
             1,
             "only the older hold is an update"
         );
-        assert_eq!(batch.changes, 3);
+        assert_eq!(batch.change_count, 3);
     }
 
     #[test]
@@ -252,16 +319,23 @@ mod tests {
                 },
                 Change::Seat {
                     seat_id: 7,
-                    status: SeatStatus::Reserved,
+                    status: SeatStatus::Held,
                     hold_id: Some(i64::from(held)),
                     booking_id: None,
                 },
             ]);
         }
-        assert_eq!(batch.writes.sections[&1], (7, 3, 0));
-        assert_eq!(
-            batch.writes.seats[&7],
-            (SeatStatus::Reserved, Some(3), None)
-        );
+        let counts = SectionCounts {
+            available: 7,
+            held: 3,
+            booked: 0,
+        };
+        assert_eq!(batch.writes.sections[&1], counts);
+        let seat = SeatUpdate {
+            status: SeatStatus::Held,
+            hold_id: Some(3),
+            booking_id: None,
+        };
+        assert_eq!(batch.writes.seats[&7], seat);
     }
 }

@@ -294,7 +294,7 @@ async fn update_holds(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
     if w.hold_updates.is_empty() {
         return Ok(());
     }
-    let (ids, rest): (Vec<_>, Vec<_>) = w.hold_updates.iter().map(|(k, v)| (*k, *v)).unzip();
+    let (ids, updates): (Vec<_>, Vec<_>) = w.hold_updates.iter().map(|(k, v)| (*k, *v)).unzip();
     sqlx::query(
         "UPDATE reservations r
          SET status = u.status, booking_id = u.booking_id, updated_at = u.at
@@ -303,9 +303,19 @@ async fn update_holds(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
          WHERE r.id = u.id",
     )
     .bind(ids)
-    .bind(rest.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| to_timestamp(r.2)).collect::<Vec<_>>())
+    .bind(
+        updates
+            .iter()
+            .map(|u| u.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(updates.iter().map(|u| u.booking_id).collect::<Vec<_>>())
+    .bind(
+        updates
+            .iter()
+            .map(|u| to_timestamp(u.at_ms))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -315,7 +325,7 @@ async fn update_seats(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
     if w.seats.is_empty() {
         return Ok(());
     }
-    let (ids, rest): (Vec<_>, Vec<_>) = w.seats.iter().map(|(k, v)| (*k, *v)).unzip();
+    let (ids, seats): (Vec<_>, Vec<_>) = w.seats.iter().map(|(k, v)| (*k, *v)).unzip();
     sqlx::query(
         "UPDATE seats s
          SET status = u.status, reservation_id = u.hold_id, booking_id = u.booking_id
@@ -324,9 +334,9 @@ async fn update_seats(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {
          WHERE s.id = u.id",
     )
     .bind(ids)
-    .bind(rest.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.status.as_str()).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.hold_id).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.booking_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -336,7 +346,7 @@ async fn update_sections(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error>
     if w.sections.is_empty() {
         return Ok(());
     }
-    let (ids, rest): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
+    let (ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
     sqlx::query(
         "UPDATE event_sections s
          SET available = u.available, held = u.held, booked = u.booked
@@ -345,9 +355,14 @@ async fn update_sections(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error>
          WHERE s.id = u.id",
     )
     .bind(ids)
-    .bind(rest.iter().map(|r| r.0 as i32).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| r.1 as i32).collect::<Vec<_>>())
-    .bind(rest.iter().map(|r| r.2 as i32).collect::<Vec<_>>())
+    .bind(
+        counts
+            .iter()
+            .map(|c| c.available as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
+    .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -403,12 +418,11 @@ async fn update_event(
     epoch: i64,
     w: &Writes,
 ) -> Result<u64, sqlx::Error> {
-    let (available, status) = w
-        .event
-        .map_or((None, None), |(a, s)| (Some(a as i32), Some(s.as_str())));
-    let (start, ttl, max) = w.settings.map_or((None, None, None), |(s, t, m)| {
-        (Some(to_timestamp(s)), Some(t as i32), Some(m as i32))
-    });
+    let available = w.event.map(|e| e.available_seats as i32);
+    let status = w.event.map(|e| e.status.as_str());
+    let start = w.settings.map(|s| to_timestamp(s.sale_start_ms));
+    let ttl = w.settings.map(|s| s.hold_ttl_seconds as i32);
+    let max = w.settings.map(|s| s.max_tickets_per_user as i32);
     let changed = w.event.is_some() || w.settings.is_some();
     let updated = sqlx::query(
         "UPDATE events SET

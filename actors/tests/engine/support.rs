@@ -79,9 +79,9 @@ impl Fixture {
             .id
     }
 
-    /// Adds a RESERVED section and returns its id.
+    /// Adds a seated section and returns its id.
     pub async fn reserved(&self, name: &str, rows: u32, seats_per_row: u32) -> i64 {
-        let spec = SectionSpec::Reserved {
+        let spec = SectionSpec::Seated {
             rows,
             seats_per_row,
         };
