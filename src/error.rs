@@ -21,20 +21,6 @@ impl<T: Serialize> Data<T> {
     }
 }
 
-/// Keyset pagination: a page is fetched with `limit + 1` rows; if the extra row came, it is
-/// dropped and the cursor of the page's last row returned for the next page.
-pub fn trim_page<T>(
-    rows: &mut Vec<T>,
-    limit: i64,
-    cursor_of: impl Fn(&T) -> String,
-) -> Option<String> {
-    if rows.len() as i64 <= limit {
-        return None;
-    }
-    rows.truncate(limit as usize);
-    rows.last().map(cursor_of)
-}
-
 /// A 201 with `{"data": ...}`, marked `Idempotent-Replayed: true` when it answers a retry.
 pub fn created<T: Serialize>(data: T, replayed: bool) -> axum::response::Response {
     let mut response = (StatusCode::CREATED, Data::json(data)).into_response();
@@ -44,15 +30,6 @@ pub fn created<T: Serialize>(data: T, replayed: bool) -> axum::response::Respons
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
-}
-
-/// A page of a listing: `{"data": [...], "nextCursor": "..."}`; no `nextCursor` on the last.
-#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 /// An error answer of the API.

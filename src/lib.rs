@@ -17,6 +17,7 @@ pub mod health;
 pub mod loadtest;
 pub mod openapi;
 pub mod outbox;
+pub mod pagination;
 pub mod reservations;
 pub mod sections;
 pub mod startup;

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::error::{trim_page, ApiError, Data, Page};
+use crate::error::{ApiError, Data};
 use crate::extract::{Json, Query};
+use crate::pagination::{self, trim_page, Page};
 use crate::startup::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -40,7 +41,7 @@ pub struct VenueQuery {
     /// Page size, 1 to 100 (default 50).
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
-    pub cursor: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 /// Creates a venue.
@@ -86,15 +87,16 @@ pub async fn list(
     Query(q): Query<VenueQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     auth.require_organizer()?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 100);
+    let limit = pagination::page_size(q.limit, 50)?;
+    let after = pagination::parse_id_cursor(q.cursor.as_deref())?.unwrap_or(0);
     let mut venues: Vec<VenueView> = sqlx::query_as(
         "SELECT id, name, address, capacity FROM venues WHERE id > $1 ORDER BY id LIMIT $2",
     )
-    .bind(q.cursor.unwrap_or(0))
+    .bind(after)
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = trim_page(&mut venues, limit, |v| v.id.to_string());
+    let next_cursor = trim_page(&mut venues, limit, |v| pagination::id_cursor(v.id));
     Ok(axum::Json(Page {
         data: venues,
         next_cursor,

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use boxoffice_engine::types::ConfirmRequest;
 use boxoffice_engine::{EngineError, Refusal};
-use chrono::{DateTime, Utc};
+
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,8 +19,9 @@ pub use view::{BookingView, ItemView};
 
 use crate::access;
 use crate::auth::AuthUser;
-use crate::error::{created, trim_page, ApiError, Data, Page};
+use crate::error::{created, ApiError, Data};
 use crate::extract::{IdempotencyKey, Json, Path, Query};
+use crate::pagination::{self, trim_page, Page};
 use crate::startup::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -138,20 +139,6 @@ pub async fn create(
     ))
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, i64)>, ApiError> {
-    let Some(c) = cursor else { return Ok(None) };
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_CURSOR",
-            "cursor is not valid",
-        )
-    };
-    let (micros, id) = c.split_once('.').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok(Some((at, id.parse().map_err(|_| bad())?)))
-}
-
 /// My bookings, newest first.
 #[utoipa::path(get, path = "/bookings", tag = "bookings", params(PageQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<BookingView>)))]
@@ -160,8 +147,8 @@ pub async fn mine(
     auth: AuthUser,
     Query(q): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let before = parse_cursor(q.cursor.as_deref())?;
+    let limit = pagination::page_size(q.limit, 20)?;
+    let before = pagination::parse_time_id_cursor(q.cursor.as_deref())?;
     let mut rows: Vec<view::BookingRow> = sqlx::query_as(&format!(
         "{} WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
          ORDER BY created_at DESC, id DESC LIMIT $4",
@@ -174,7 +161,7 @@ pub async fn mine(
     .fetch_all(&state.pool)
     .await?;
     let next_cursor = trim_page(&mut rows, limit, |last| {
-        format!("{}.{}", last.created_at.timestamp_micros(), last.id)
+        pagination::time_id_cursor(last.created_at, last.id)
     });
     let data = view::with_items(&state.pool, rows).await?;
     Ok(axum::Json(Page { data, next_cursor }))
@@ -239,17 +226,8 @@ pub async fn of_event(
     Query(q): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     access::managed_event(&state.pool, event_id, &auth).await?;
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let after: i64 = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => c.parse().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_CURSOR",
-                "cursor is not valid",
-            )
-        })?,
-    };
+    let limit = pagination::page_size(q.limit, 20)?;
+    let after = pagination::parse_id_cursor(q.cursor.as_deref())?.unwrap_or(0);
     let mut rows: Vec<view::BookingRow> = sqlx::query_as(&format!(
         "{} WHERE event_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         view::SELECT
@@ -259,7 +237,7 @@ pub async fn of_event(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = trim_page(&mut rows, limit, |last| last.id.to_string());
+    let next_cursor = trim_page(&mut rows, limit, |last| pagination::id_cursor(last.id));
     let data = view::with_items(&state.pool, rows).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }

@@ -10,7 +10,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use base64::Engine as _;
 use boxoffice_engine::limits;
 use boxoffice_engine::types::{EventStatus, SettingsUpdate};
 use chrono::{DateTime, Utc};
@@ -21,8 +20,9 @@ pub use view::{EventSummary, EventView, SectionView};
 
 use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::error::{trim_page, ApiError, Data, Page};
+use crate::error::{ApiError, Data};
 use crate::extract::{Json, Path, Query};
+use crate::pagination::{self, trim_page, Page};
 use crate::startup::AppState;
 
 /// Event details are cached briefly: availability in them is a convenience; live counts
@@ -153,30 +153,6 @@ pub async fn create(
     ))
 }
 
-/// A listing cursor: the last event's date and id, opaque to clients.
-fn encode_cursor(date: DateTime<Utc>, id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}:{id}", date.timestamp_micros()))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, i64), ApiError> {
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_CURSOR",
-            "cursor is not valid",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-    let date =
-        DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok((date, id.parse().map_err(|_| bad())?))
-}
-
 /// Lists events by date with filters and cursor pagination. Public; drafts only for their
 /// organizer (`status=DRAFT`).
 #[utoipa::path(get, path = "/events", tag = "events", params(EventQuery),
@@ -186,14 +162,14 @@ pub async fn list(
     MaybeAuthUser(auth): MaybeAuthUser,
     Query(q): Query<EventQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let limit = pagination::page_size(q.limit, 20)?;
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", "unknown status")
         })?),
     };
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = pagination::parse_time_id_cursor(q.cursor.as_deref())?;
     // Drafts are private: only an organizer's own (or an admin's view of all).
     let drafts_of = match status {
         Some(EventStatus::Draft) => match auth {
@@ -234,7 +210,7 @@ pub async fn list(
         .fetch_all(&state.pool)
         .await?;
         let next_cursor = trim_page(&mut rows, limit, |last| {
-            encode_cursor(last.event_date, last.id)
+            pagination::time_id_cursor(last.event_date, last.id)
         });
         Ok(Page {
             data: rows,

@@ -156,6 +156,12 @@ async fn the_listing_filters_paginates_and_hides_drafts() {
     let r = app.get("/events?cursor=%%%").await;
     assert_eq!(r.status(), 400);
     assert_eq!(app.get("/events?limit=abc").await.status(), 400);
+    // A page size out of bounds is refused, not silently clamped.
+    for limit in [0, 101] {
+        let r = app.get(&format!("/events?limit={limit}")).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_code(r).await, "INVALID_QUERY");
+    }
     assert_eq!(
         error_code(app.get("/events?status=SOMETIMES").await).await,
         "INVALID_QUERY"
