@@ -16,7 +16,7 @@ use crate::access;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Data};
 use crate::extract::{Json, Path, Query};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Look-ups are cached this long; the engine enforces the real use count at confirmation.
 const LOOKUP_TTL: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "alive")))]

@@ -21,6 +21,7 @@ pub mod pagination;
 pub mod reservations;
 pub mod sections;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod users;
 pub mod venues;

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::{auth, bookings, discounts, events, health, reservations, sections, venues};
 
 #[derive(OpenApi)]

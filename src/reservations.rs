@@ -16,7 +16,7 @@ use crate::access;
 use crate::auth::AuthUser;
 use crate::error::{created, ApiError, Data};
 use crate::extract::{IdempotencyKey, Json, Path};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -16,7 +16,7 @@ use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::error::{ApiError, Data};
 use crate::extract::{Json, Path};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use boxoffice_engine::Engine;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -27,41 +26,11 @@ use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::state::{AppContext, AppState};
 use crate::{
     auth, bookings, db, discounts, events, health, openapi, outbox, reservations, sections,
     telemetry, venues,
 };
-
-/// What every handler can reach. Handlers receive a clone per request, so it is one `Arc`:
-/// cloning the fields themselves (keys, clients) would allocate on every request.
-#[derive(Clone)]
-pub struct AppState(Arc<AppContext>);
-
-impl std::ops::Deref for AppState {
-    type Target = AppContext;
-
-    fn deref(&self) -> &AppContext {
-        &self.0
-    }
-}
-
-/// The shared resources behind [`AppState`].
-pub struct AppContext {
-    /// The database pool (reads and the engine's writes).
-    pub pool: PgPool,
-    /// The reservation engine.
-    pub engine: Engine,
-    /// Hot reads: Redis or in-process.
-    pub cache: Arc<Cache>,
-    /// Access-token keys.
-    pub keys: Keys,
-    /// Password hashing with bounded concurrency.
-    pub passwords: Passwords,
-    /// Failed-login counters.
-    pub login_throttle: Arc<LoginThrottle>,
-    /// The settings the server runs with.
-    pub settings: Arc<Settings>,
-}
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -91,7 +60,7 @@ impl Application {
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
-        let state = AppState(Arc::new(AppContext {
+        let state = AppState::new(AppContext {
             cache: Arc::new(Cache::new(redis, settings.cache_prefix.clone())),
             keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
             passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(5)),
@@ -103,7 +72,7 @@ impl Application {
             pool,
             engine,
             settings: Arc::new(settings),
-        }));
+        });
         Ok(Application {
             router: router(state.clone()),
             listener,

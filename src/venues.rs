@@ -12,7 +12,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, Data};
 use crate::extract::{Json, Query};
 use crate::pagination::{self, trim_page, Page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/venues", get(list).post(create))

@@ -1,4 +1,4 @@
-//! Checking the invariants of DESIGN.md against what PostgreSQL holds. Used by tests after
+//! Checking the invariants of docs/ARCHITECTURE.md against what PostgreSQL holds. Used by tests after
 //! every concurrent scenario and by the load generator after every run.
 
 use sqlx::PgPool;

@@ -8,7 +8,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 pub const ISSUER: &str = "boxoffice";
 pub const AUDIENCE: &str = "boxoffice-api";
@@ -131,10 +130,16 @@ fn unauthorized() -> ApiError {
     )
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+/// State that holds the access-token keys: what the extractors below need, so that they do
+/// not depend on the whole application state.
+pub trait HasKeys {
+    fn keys(&self) -> &Keys;
+}
+
+impl<S: HasKeys + Send + Sync> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -144,7 +149,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(unauthorized)?;
-        let claims = state.keys.verify(token.trim()).ok_or_else(unauthorized)?;
+        let claims = state.keys().verify(token.trim()).ok_or_else(unauthorized)?;
         let id = claims.sub.parse().map_err(|_| unauthorized())?;
         Ok(AuthUser {
             id,
@@ -156,10 +161,10 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The authenticated user if a valid token was sent, for routes open to everyone.
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
-impl FromRequestParts<AppState> for MaybeAuthUser {
+impl<S: HasKeys + Send + Sync> FromRequestParts<S> for MaybeAuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)

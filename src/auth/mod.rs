@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, Data};
 use crate::extract::Json;
-use crate::startup::AppState;
+use crate::state::AppState;
 pub use jwt::{AuthUser, MaybeAuthUser, Role};
 
 pub fn routes() -> Router<AppState> {

@@ -15,7 +15,7 @@ use crate::access;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::Path;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Rows per page read from PostgreSQL.
 const PAGE_ROWS: i64 = 1000;

@@ -22,7 +22,7 @@ use crate::auth::AuthUser;
 use crate::error::{created, ApiError, Data};
 use crate::extract::{IdempotencyKey, Json, Path, Query};
 use crate::pagination::{self, trim_page, Page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -23,7 +23,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::error::{ApiError, Data};
 use crate::extract::{Json, Path, Query};
 use crate::pagination::{self, trim_page, Page};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Event details are cached briefly: availability in them is a convenience; live counts
 /// are `/events/{id}/inventory`.

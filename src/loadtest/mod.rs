@@ -1,5 +1,5 @@
 //! `boxoffice loadtest`: an on-sale burst against a running server, measured with HDR
-//! histograms, then checked against PostgreSQL: the invariants of DESIGN.md hold and every
+//! histograms, then checked against PostgreSQL: the invariants of docs/ARCHITECTURE.md hold and every
 //! acknowledged hold and booking is stored. Any violation is reported loudly and the
 //! command exits non-zero.
 //!

@@ -15,3 +15,4 @@ mod jobs;
 mod observability;
 mod reservations;
 mod sections;
+mod structure;

@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md, checked against the inventory's own bookkeeping. Tests call
+//! The invariants of docs/ARCHITECTURE.md, checked against the inventory's own bookkeeping. Tests call
 //! this after every step; the actor calls it after recovery and in debug builds.
 
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! The engine against real PostgreSQL: bursts, crashes, failed flushes and expiry, with the
-//! invariants of DESIGN.md checked in the database afterwards. One binary with modules.
+//! invariants of docs/ARCHITECTURE.md checked in the database afterwards. One binary with modules.
 
 mod backstops;
 mod burst;

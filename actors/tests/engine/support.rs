@@ -1,5 +1,5 @@
 //! Fixtures: a fresh database with buyers and an event on sale, an engine on it, and the
-//! invariants of DESIGN.md checked against PostgreSQL.
+//! invariants of docs/ARCHITECTURE.md checked against PostgreSQL.
 
 use std::collections::HashMap;
 
@@ -141,7 +141,7 @@ pub async fn section_counts(
     .collect()
 }
 
-/// Checks the invariants of DESIGN.md in PostgreSQL, panicking with those broken.
+/// Checks the invariants of docs/ARCHITECTURE.md in PostgreSQL, panicking with those broken.
 pub async fn assert_invariants(pool: &PgPool, event_id: EventId) {
     let broken = boxoffice_engine::audit::violations(pool, event_id)
         .await
