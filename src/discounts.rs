@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"code": "EARLYBIRD", "percentOff": 10, "maxUses": 100, "validUntil": "2030-06-01T00:00:00Z"}))]
 pub struct NewDiscountBody {
     /// 1 to 32 letters, digits, '-' or '_'; case-insensitive.
     pub code: String,
@@ -88,8 +89,13 @@ pub struct Validation {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ValidateQuery {
+    /// The code, any case.
+    #[param(example = "EARLYBIRD")]
     pub code: String,
+    /// The event the code is for.
+    #[param(example = 1)]
     pub event_id: i64,
 }
 

@@ -32,6 +32,23 @@ pub fn created<T: Serialize>(data: T, replayed: bool) -> axum::response::Respons
     response
 }
 
+/// The body of every error answer: `{"error": {"code": "SOLD_OUT", "message": "..."}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code to branch on, and a message for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, SCREAMING_SNAKE_CASE, e.g. `SOLD_OUT`, `VALIDATION_FAILED`.
+    #[schema(example = "SOLD_OUT")]
+    pub code: String,
+    /// What happened and what to do about it; wording may change.
+    #[schema(example = "not enough tickets left")]
+    pub message: String,
+}
+
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -24,7 +24,8 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, v
         bookings::export::export,
         discounts::create, discounts::validate,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&BearerAuth, &ErrorResponses),
     tags((name = "auth"), (name = "venues"), (name = "events"), (name = "sections"),
          (name = "reservations"), (name = "bookings"), (name = "discounts"), (name = "health")),
 )]
@@ -44,6 +45,103 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Documents the error answers every operation can give, all with the one error body
+/// (`ErrorBody`): the ones its handler declares (their codes in the description) get the
+/// body; and the ones that come from what every operation shares are added — 401 where a
+/// token is required, 400 for malformed paths and queries, 400 / 413 / 415 / 422 where a
+/// JSON body is read, 500 and 503 everywhere (503 with `Retry-After`).
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+        let error_response = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in operations.into_iter().flatten() {
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let has = |place: ParameterIn| {
+                    params.iter().any(|p| match p {
+                        RefOr::T(p) => p.parameter_in == place,
+                        RefOr::Ref(_) => false,
+                    })
+                };
+                let mut shared: Vec<(&str, &str)> = Vec::new();
+                if has(ParameterIn::Path) {
+                    shared.push(("400", "INVALID_PATH: a path segment is not of its type"));
+                }
+                if has(ParameterIn::Query) {
+                    shared.push(("400", "INVALID_QUERY, INVALID_CURSOR: a query parameter is malformed or out of range"));
+                }
+                if op.request_body.is_some() {
+                    shared.push(("400", "MALFORMED_JSON: the body is not JSON"));
+                    shared.push(("413", "PAYLOAD_TOO_LARGE: the body is over MAX_BODY_BYTES"));
+                    shared.push((
+                        "415",
+                        "UNSUPPORTED_MEDIA_TYPE: send Content-Type: application/json",
+                    ));
+                    shared.push(("422", "VALIDATION_FAILED: a field is missing, unknown, of the wrong type or out of range"));
+                }
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    shared.push((
+                        "401",
+                        "UNAUTHORIZED: no bearer token, or an invalid or expired one",
+                    ));
+                }
+                shared.push((
+                    "500",
+                    "INTERNAL: a failure on our side (details only in the log)",
+                ));
+                shared.push((
+                    "503",
+                    "OVERLOADED, UNAVAILABLE, DATABASE_UNAVAILABLE, SHUTTING_DOWN: retry after the Retry-After header",
+                ));
+                let responses = &mut op.responses.responses;
+                for (status, description) in shared {
+                    match responses.get_mut(status) {
+                        Some(RefOr::T(existing)) => {
+                            if !existing.description.contains(description) {
+                                existing.description =
+                                    format!("{}; {description}", existing.description);
+                            }
+                        }
+                        _ => {
+                            responses
+                                .insert(status.to_string(), RefOr::T(error_response(description)));
+                        }
+                    }
+                }
+                for (status, response) in responses.iter_mut() {
+                    let is_error = status.starts_with('4') || status.starts_with('5');
+                    if let RefOr::T(response) = response {
+                        if is_error && response.content.is_empty() {
+                            *response = error_response(&response.description);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -27,19 +27,18 @@ pub fn routes() -> Router<AppState> {
 
 /// What to hold.
 #[derive(Deserialize, ToSchema)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
+#[schema(example = json!({"type": "GENERAL", "sectionId": 1, "quantity": 2}))]
 pub enum ReservationBody {
     /// `quantity` tickets of a GENERAL section.
+    #[serde(rename_all = "camelCase")]
     General { section_id: i64, quantity: u32 },
     /// These seats of one RESERVED section.
+    #[serde(rename_all = "camelCase")]
     Seats { seat_ids: Vec<i64> },
     /// The best `quantity` adjacent seats of a RESERVED section; `allowSplit` accepts
     /// non-adjacent seats when no row has them together.
+    #[serde(rename_all = "camelCase")]
     BestAvailable {
         section_id: i64,
         quantity: u32,

@@ -22,23 +22,21 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/events/{id}/sections", post(create))
         .route("/events/{id}/inventory", get(inventory))
-        .route("/events/{id}/sections/{section_id}/seats", get(seat_map))
+        .route("/events/{id}/sections/{sectionId}/seats", get(seat_map))
 }
 
 /// A new section: GENERAL (sold by quantity) or RESERVED (rows × seats generated).
 #[derive(Deserialize, ToSchema)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase",
-    deny_unknown_fields
-)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
+#[schema(example = json!({"name": "Stalls", "type": "RESERVED", "rows": 10, "seatsPerRow": 20, "priceCents": 8000}))]
 pub enum NewSectionBody {
+    #[serde(rename_all = "camelCase")]
     General {
         name: String,
         capacity: u32,
         price_cents: i64,
     },
+    #[serde(rename_all = "camelCase")]
     Reserved {
         name: String,
         rows: u32,
@@ -211,8 +209,8 @@ pub async fn inventory(
 }
 
 /// A RESERVED section's seat map with each seat's status.
-#[utoipa::path(get, path = "/events/{id}/sections/{section_id}/seats", tag = "sections",
-    params(("id" = i64, Path), ("section_id" = i64, Path)),
+#[utoipa::path(get, path = "/events/{id}/sections/{sectionId}/seats", tag = "sections",
+    params(("id" = i64, Path), ("sectionId" = i64, Path)),
     responses((status = 200, body = Data<SeatMapView>), (status = 404, description = "NOT_FOUND")))]
 pub async fn seat_map(
     State(state): State<AppState>,

@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"name": "Riverside Hall", "address": "1 Quay Street", "capacity": 2000}))]
 pub struct NewVenue {
     pub name: String,
     #[serde(default)]
@@ -37,8 +38,10 @@ pub struct VenueView {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VenueQuery {
     /// Page size, 1 to 100 (default 50).
+    #[param(example = 50)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

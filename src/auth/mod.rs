@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "password": "correct-horse-battery", "firstName": "Ada", "lastName": "Lovelace"}))]
 pub struct RegisterBody {
     #[schema(example = "ada@example.com")]
     pub email: String,
@@ -41,6 +42,7 @@ pub struct RegisterBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"email": "test@example.com", "password": "password"}))]
 pub struct LoginBody {
     pub email: String,
     pub password: String,

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"reservationIds": [1], "discountCode": "EARLYBIRD"}))]
 pub struct NewBooking {
     /// ACTIVE holds of one event, 1 to 64.
     pub reservation_ids: Vec<i64>,
@@ -42,8 +43,10 @@ pub struct NewBooking {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(example = 20)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

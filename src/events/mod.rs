@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"eventName": "Summer Night", "eventDate": "2030-07-01T20:00:00Z", "saleStartTime": "2030-05-01T10:00:00Z", "holdTtlSeconds": 600, "maxTicketsPerUser": 8}))]
 pub struct NewEvent {
     pub event_name: String,
     pub event_date: DateTime<Utc>,
@@ -53,6 +54,7 @@ pub struct NewEvent {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"eventName": "Summer Night (late show)", "maxTicketsPerUser": 6}))]
 pub struct EventUpdate {
     pub event_name: Option<String>,
     pub event_date: Option<DateTime<Utc>>,
@@ -66,14 +68,17 @@ pub struct EventUpdate {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct EventQuery {
     /// ON_SALE, SOLD_OUT, CANCELLED, COMPLETED; DRAFT shows your own drafts (organizers).
+    #[param(example = "ON_SALE")]
     pub status: Option<String>,
     /// Events on or after this date.
     pub from: Option<DateTime<Utc>>,
     /// Events before this date.
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1 to 100 (default 20).
+    #[param(example = 20)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

@@ -6,6 +6,7 @@ mod authz;
 mod bookings;
 mod cache;
 mod concurrency;
+mod contract;
 mod discounts;
 mod events;
 mod export;
