@@ -1,10 +1,11 @@
-//! The OpenAPI document (`/openapi.json`) and interactive docs (`/docs`).
+//! The OpenAPI document (`/openapi.json`) and interactive docs (`/docs`, Swagger UI). The
+//! docs' assets are compiled into the binary (`utoipa-swagger-ui`'s vendored copy): the page
+//! works on a network with no internet.
 
-use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
 use crate::{auth, bookings, discounts, events, health, reservations, sections, venues};
@@ -146,10 +147,5 @@ impl Modify for ErrorResponses {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
-        )
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }

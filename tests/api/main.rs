@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod contract;
 mod discounts;
+mod docs;
 mod events;
 mod export;
 mod health;
