@@ -7,7 +7,7 @@ use boxoffice_engine::types::Requester;
 use sqlx::PgPool;
 
 use crate::auth::{AuthUser, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, NotFound};
 
 /// The facts about an event that access decisions need.
 #[derive(Clone, Copy, Debug)]
@@ -44,14 +44,14 @@ pub async fn event(
             .bind(event_id)
             .fetch_optional(pool)
             .await?;
-    let (created_by, status) = row.ok_or_else(|| ApiError::not_found("event"))?;
+    let (created_by, status) = row.ok_or_else(|| ApiError::not_found(NotFound::Event(event_id)))?;
     let access = EventAccess {
         id: event_id,
         created_by,
         is_draft: status == "DRAFT",
     };
     if access.is_draft && !access.managed_by(auth) {
-        return Err(ApiError::not_found("event"));
+        return Err(ApiError::not_found(NotFound::Event(event_id)));
     }
     Ok(access)
 }
@@ -80,7 +80,7 @@ pub async fn owned_or_managed(
     auth: &AuthUser,
     event_id: i64,
     owner: i64,
-    what: &str,
+    what: NotFound,
 ) -> Result<EventAccess, ApiError> {
     let event = event(pool, event_id, Some(auth)).await?;
     if owner != auth.id && !event.managed_by(Some(auth)) {

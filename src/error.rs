@@ -49,6 +49,27 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// What a 404 is about, named in its code and message.
+#[derive(Debug)]
+pub enum NotFound {
+    Event(i64),
+    Reservation(i64),
+    Booking(String),
+    SeatedSection(i64),
+    Route,
+}
+
+/// Why a request has no usable access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token whose signature, issuer, audience or form is wrong.
+    Invalid,
+    /// A well-formed token past its expiry.
+    Expired,
+}
+
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -59,6 +80,9 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// No usable access token: 401 with `WWW-Authenticate`.
+    #[error("unauthorized: {0:?}")]
+    Unauthorized(TokenProblem),
     /// Too many attempts: 429 with `Retry-After`.
     #[error("too many attempts")]
     TooManyRequests { retry_after_seconds: u64 },
@@ -93,12 +117,54 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
     }
 
-    pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{what} not found"),
-        )
+    /// 404 with the code of what was not found: `EVENT_NOT_FOUND`, `RESERVATION_NOT_FOUND`,
+    /// `BOOKING_NOT_FOUND`, `SECTION_NOT_FOUND`, or `NOT_FOUND` for an unknown route. The
+    /// same situation gets the same code on every route (someone else's hold is
+    /// `RESERVATION_NOT_FOUND` whether it is read, released or booked).
+    pub fn not_found(what: NotFound) -> Self {
+        let (code, message) = match what {
+            NotFound::Event(id) => ("EVENT_NOT_FOUND", format!("no event {id}")),
+            NotFound::Reservation(id) => (
+                "RESERVATION_NOT_FOUND",
+                format!("no reservation {id} of yours"),
+            ),
+            NotFound::Booking(reference) => (
+                "BOOKING_NOT_FOUND",
+                format!("no booking {reference} of yours"),
+            ),
+            NotFound::SeatedSection(id) => (
+                "SECTION_NOT_FOUND",
+                format!("no seated section {id} in this event"),
+            ),
+            NotFound::Route => ("NOT_FOUND", "no such route".to_string()),
+        };
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// The stable code this error is answered with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Client { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::TooManyRequests { .. } => "TOO_MANY_ATTEMPTS",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Client { status, .. } => *status,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// 401 for a request without a usable token, with the RFC 6750 challenge.
+    pub fn unauthorized(problem: TokenProblem) -> Self {
+        ApiError::Unauthorized(problem)
     }
 }
 
@@ -111,6 +177,7 @@ impl ApiError {
                 code,
                 message,
             } => ApiError::new(*status, code, message.clone()),
+            ApiError::Unauthorized(problem) => ApiError::Unauthorized(*problem),
             ApiError::TooManyRequests {
                 retry_after_seconds,
             } => ApiError::TooManyRequests {
@@ -144,7 +211,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Refused(r) => r.into(),
-            EngineError::EventNotFound => ApiError::not_found("event"),
+            EngineError::EventNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "EVENT_NOT_FOUND", "no such event")
+            }
             EngineError::Overloaded => ApiError::Unavailable {
                 code: "OVERLOADED",
                 message: e.to_string(),
@@ -184,6 +253,30 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => (status, code, message),
+            ApiError::Unauthorized(problem) => {
+                // RFC 6750 §3: the challenge says what is wrong with the token, if one came.
+                let (message, challenge) = match problem {
+                    TokenProblem::Missing => (
+                        "an access token is required: Authorization: Bearer <accessToken> (POST /auth/login gives one)",
+                        r#"Bearer realm="boxoffice""#,
+                    ),
+                    TokenProblem::Invalid => (
+                        "the access token is not valid: sign in again (POST /auth/login)",
+                        r#"Bearer realm="boxoffice", error="invalid_token", error_description="the access token is not valid""#,
+                    ),
+                    TokenProblem::Expired => (
+                        "the access token has expired: sign in again (POST /auth/login)",
+                        r#"Bearer realm="boxoffice", error="invalid_token", error_description="the access token expired""#,
+                    ),
+                };
+                let body = json!({"error": {"code": "UNAUTHORIZED", "message": message}});
+                let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+                return response;
+            }
             ApiError::TooManyRequests {
                 retry_after_seconds,
             } => {

@@ -116,7 +116,7 @@ impl Modify for ErrorResponses {
                 ));
                 shared.push((
                     "503",
-                    "OVERLOADED, UNAVAILABLE, DATABASE_UNAVAILABLE, SHUTTING_DOWN: retry after the Retry-After header",
+                    "OVERLOADED, UNAVAILABLE, DATABASE_UNAVAILABLE, SHUTTING_DOWN, TIMEOUT: retry after the Retry-After header",
                 ));
                 let responses = &mut op.responses.responses;
                 for (status, description) in shared {

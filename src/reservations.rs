@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::access;
 use crate::auth::AuthUser;
-use crate::error::{created, ApiError, Data};
+use crate::error::{created, ApiError, Data, NotFound};
 use crate::extract::{IdempotencyKey, Json, Path};
 use crate::state::AppState;
 
@@ -75,17 +75,21 @@ impl From<HoldView> for ReservationView {
     }
 }
 
-fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
-    match result {
-        Ok(_) => "granted",
-        Err(EngineError::Refused(Refusal::SoldOut)) => "sold_out",
-        Err(EngineError::Refused(Refusal::SeatUnavailable)) => "seat_unavailable",
-        Err(EngineError::Refused(Refusal::TicketLimit { .. })) => "limit",
-        Err(EngineError::Refused(Refusal::SaleNotOpen | Refusal::EventClosed(_))) => "not_on_sale",
-        Err(EngineError::Refused(_)) => "invalid",
-        Err(EngineError::Overloaded | EngineError::ShuttingDown) => "overloaded",
-        Err(EngineError::EventNotFound) => "not_found",
-        Err(EngineError::Unavailable(_)) => "error",
+/// The outcome label of a hold request, refusals made before the engine included.
+fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
+    let Err(e) = result else {
+        return "granted";
+    };
+    match e.code() {
+        "SOLD_OUT" => "sold_out",
+        "SEAT_UNAVAILABLE" => "seat_unavailable",
+        "TICKET_LIMIT" => "limit",
+        "SALE_NOT_OPEN" | "EVENT_CLOSED" => "not_on_sale",
+        "OVERLOADED" | "SHUTTING_DOWN" => "overloaded",
+        "UNAUTHORIZED" => "unauthorized",
+        _ if e.status() == StatusCode::NOT_FOUND => "not_found",
+        _ if e.status().is_client_error() => "invalid",
+        _ => "error",
     }
 }
 
@@ -100,11 +104,30 @@ fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
               (status = 503, description = "OVERLOADED, with Retry-After")))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
-    Path(event_id): Path<i64>,
-    IdempotencyKey(key): IdempotencyKey,
-    Json(body): Json<ReservationBody>,
+    auth: Result<AuthUser, ApiError>,
+    path: Result<Path<i64>, ApiError>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<Json<ReservationBody>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Extractors' refusals are taken as values so that every hold request is counted by
+    // its outcome, however early it was refused.
+    let result = hold(&state, auth, path, key, body).await;
+    metrics::counter!("boxoffice_reservations_total", "outcome" => outcome_label(&result))
+        .increment(1);
+    result
+}
+
+async fn hold(
+    state: &AppState,
+    auth: Result<AuthUser, ApiError>,
+    path: Result<Path<i64>, ApiError>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<Json<ReservationBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let Path(event_id) = path?;
+    let IdempotencyKey(key) = key?;
+    let Json(body) = body?;
     let kind = match body {
         ReservationBody::General {
             section_id,
@@ -141,8 +164,6 @@ pub async fn create(
         session_id: None,
     };
     let result = state.engine.hold(event_id, request).await;
-    metrics::counter!("boxoffice_reservations_total", "outcome" => outcome_label(&result))
-        .increment(1);
     if matches!(result, Err(EngineError::Refused(Refusal::SaleNotOpen))) {
         // A draft refuses every hold as "not open"; to anyone but its organizer it must not
         // exist at all, as on every other route. Only this refusal pays for the look-up.
@@ -195,15 +216,21 @@ async fn visible(
     let Owned {
         hold,
         user_id: owner,
-    } = row.ok_or_else(|| ApiError::not_found("reservation"))?;
-    let event =
-        access::owned_or_managed(&state.pool, auth, hold.event_id, owner, "reservation").await?;
+    } = row.ok_or_else(|| ApiError::not_found(NotFound::Reservation(id)))?;
+    let event = access::owned_or_managed(
+        &state.pool,
+        auth,
+        hold.event_id,
+        owner,
+        NotFound::Reservation(id),
+    )
+    .await?;
     Ok((hold, event))
 }
 
 /// One hold.
 #[utoipa::path(get, path = "/reservations/{id}", tag = "reservations", params(("id" = i64, Path)),
-    security(("bearer" = [])), responses((status = 200, body = Data<ReservationView>), (status = 404, description = "NOT_FOUND")))]
+    security(("bearer" = [])), responses((status = 200, body = Data<ReservationView>), (status = 404, description = "RESERVATION_NOT_FOUND")))]
 pub async fn one(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -216,7 +243,7 @@ pub async fn one(
 /// Releases an active hold: its tickets go back on sale at once.
 #[utoipa::path(delete, path = "/reservations/{id}", tag = "reservations", params(("id" = i64, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = Data<ReservationView>), (status = 404, description = "NOT_FOUND"),
+    responses((status = 200, body = Data<ReservationView>), (status = 404, description = "RESERVATION_NOT_FOUND"),
               (status = 409, description = "RESERVATION_NOT_ACTIVE")))]
 pub async fn release(
     State(state): State<AppState>,

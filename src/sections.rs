@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::error::{ApiError, Data};
+use crate::error::{ApiError, Data, NotFound};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
 
@@ -195,7 +195,7 @@ pub async fn create(
 
 /// An event's live availability, from its actor's snapshot.
 #[utoipa::path(get, path = "/events/{id}/inventory", tag = "sections", params(("id" = i64, Path)),
-    responses((status = 200, body = Data<InventoryView>), (status = 404, description = "NOT_FOUND")))]
+    responses((status = 200, body = Data<InventoryView>), (status = 404, description = "EVENT_NOT_FOUND")))]
 pub async fn inventory(
     State(state): State<AppState>,
     MaybeAuthUser(auth): MaybeAuthUser,
@@ -211,7 +211,7 @@ pub async fn inventory(
 /// A RESERVED section's seat map with each seat's status.
 #[utoipa::path(get, path = "/events/{id}/sections/{sectionId}/seats", tag = "sections",
     params(("id" = i64, Path), ("sectionId" = i64, Path)),
-    responses((status = 200, body = Data<SeatMapView>), (status = 404, description = "NOT_FOUND")))]
+    responses((status = 200, body = Data<SeatMapView>), (status = 404, description = "EVENT_NOT_FOUND, SECTION_NOT_FOUND")))]
 pub async fn seat_map(
     State(state): State<AppState>,
     MaybeAuthUser(auth): MaybeAuthUser,
@@ -221,7 +221,7 @@ pub async fn seat_map(
     let map = snapshot
         .section(section_id)
         .and_then(|s| s.seats.as_ref())
-        .ok_or_else(|| ApiError::not_found("seated section"))?;
+        .ok_or_else(|| ApiError::not_found(NotFound::SeatedSection(section_id)))?;
     Ok((
         [(header::CACHE_CONTROL, "no-cache")],
         Data::json(seat_map_view(section_id, map)),

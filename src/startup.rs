@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use boxoffice_engine::Engine;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::jwt::Keys;
@@ -25,7 +25,7 @@ use crate::auth::password::Passwords;
 use crate::auth::throttle::LoginThrottle;
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::error::{ApiError, NotFound};
 use crate::state::{AppContext, AppState};
 use crate::{
     auth, bookings, db, discounts, events, health, openapi, outbox, reservations, sections,
@@ -153,7 +153,7 @@ pub fn router(state: AppState) -> Router {
             metrics::counter!("boxoffice_http_requests_total",
                 "method" => telemetry::method_label(&method), "route" => "unmatched", "status" => "404")
             .increment(1);
-            ApiError::not_found("route")
+            ApiError::not_found(NotFound::Route)
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -162,15 +162,43 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        // Inside the request metrics, so that every answer below is counted by its route —
+        // a body too large, a request too slow and a panic included — and every one speaks
+        // the API's error body.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Duration::from_millis(settings.request_timeout_ms),
+            time_limit,
+        ))
+        .route_layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        }))
+        // The JSON extractor refuses a body over the limit with 413 PAYLOAD_TOO_LARGE
+        // (whether Content-Length says so up front or a chunked body grows past it).
+        .route_layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
         .with_state(state)
-        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(settings.request_timeout_ms),
-        ))
-        .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
+}
+
+/// Answers 503 `TIMEOUT` (with `Retry-After`) when a request runs longer than
+/// `REQUEST_TIMEOUT_MS`. The handler is dropped: whatever it had asked the engine stays
+/// decided or not as the engine decides, so the client retries with its Idempotency-Key.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable {
+            code: "TIMEOUT",
+            message: format!(
+                "the request took longer than {} ms; retry with the same Idempotency-Key",
+                limit.as_millis()
+            ),
+        }
+        .into_response(),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

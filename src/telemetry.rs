@@ -7,18 +7,27 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
+
+/// The log filter when `RUST_LOG` is unset: INFO, without sqlx's line per statement and
+/// without PostgreSQL's notices (a migration run says "relation … already exists,
+/// skipping" at every start).
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::query=warn,sqlx::postgres::notice=warn";
 
 /// Installs the global log subscriber. `json` gives one JSON object per line.
 /// `RUST_LOG` filters (default: info, with sqlx's per-statement logs off).
 pub fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::query=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Logs go to stderr, so that a command's own output (the load generator's --json) stays
     // clean on stdout.
+    // Colours only for a person at a terminal: piped to a file or a log collector, plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // `try_init` so that a second call (tests start many apps in one process) is harmless.
     let _ = if format == "json" {

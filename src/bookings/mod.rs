@@ -19,7 +19,7 @@ pub use view::{BookingView, ItemView};
 
 use crate::access;
 use crate::auth::AuthUser;
-use crate::error::{created, ApiError, Data};
+use crate::error::{created, ApiError, Data, NotFound};
 use crate::extract::{IdempotencyKey, Json, Path, Query};
 use crate::pagination::{self, trim_page, Page};
 use crate::state::AppState;
@@ -52,17 +52,19 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
-fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
-    match result {
-        Ok(_) => "confirmed",
-        Err(EngineError::Refused(
-            Refusal::DiscountExhausted | Refusal::DiscountNotValidNow | Refusal::DiscountNotFound,
-        )) => "discount_refused",
-        Err(EngineError::Refused(Refusal::HoldNotFound)) => "hold_gone",
-        Err(EngineError::Refused(_)) => "invalid",
-        Err(EngineError::Overloaded | EngineError::ShuttingDown) => "overloaded",
-        Err(EngineError::EventNotFound) => "not_found",
-        Err(EngineError::Unavailable(_)) => "error",
+/// The outcome label of a booking request, refusals made before the engine included.
+fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
+    let Err(e) = result else {
+        return "confirmed";
+    };
+    match e.code() {
+        "DISCOUNT_EXHAUSTED" | "DISCOUNT_NOT_VALID" | "DISCOUNT_NOT_FOUND" => "discount_refused",
+        "RESERVATION_NOT_FOUND" | "RESERVATION_NOT_ACTIVE" => "hold_gone",
+        "OVERLOADED" | "SHUTTING_DOWN" => "overloaded",
+        "UNAUTHORIZED" => "unauthorized",
+        _ if e.status() == StatusCode::NOT_FOUND => "not_found",
+        _ if e.status().is_client_error() => "invalid",
+        _ => "error",
     }
 }
 
@@ -76,10 +78,25 @@ fn outcome_label(result: &Result<impl Sized, EngineError>) -> &'static str {
               (status = 422, description = "VALIDATION_FAILED")))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
-    IdempotencyKey(key): IdempotencyKey,
-    Json(body): Json<NewBooking>,
+    auth: Result<AuthUser, ApiError>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<Json<NewBooking>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // As for holds: every booking request is counted by its outcome, early refusals too.
+    let result = confirm(&state, auth, key, body).await;
+    metrics::counter!("boxoffice_bookings_total", "outcome" => outcome_label(&result)).increment(1);
+    result
+}
+
+async fn confirm(
+    state: &AppState,
+    auth: Result<AuthUser, ApiError>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<Json<NewBooking>, ApiError>,
+) -> Result<Response, ApiError> {
+    let auth = auth?;
+    let IdempotencyKey(key) = key?;
+    let Json(body) = body?;
     let n = body.reservation_ids.len();
     if !(1..=boxoffice_engine::limits::MAX_HOLDS_PER_BOOKING).contains(&n) {
         return Err(ApiError::validation(
@@ -124,7 +141,6 @@ pub async fn create(
         idempotency_key: key,
     };
     let result = state.engine.confirm(event_id, request).await;
-    metrics::counter!("boxoffice_bookings_total", "outcome" => outcome_label(&result)).increment(1);
     let outcome = match result {
         // The holds expired or were confirmed a moment ago.
         Err(EngineError::Refused(Refusal::HoldNotFound)) => {
@@ -181,15 +197,21 @@ async fn visible(
             .bind(reference)
             .fetch_optional(&state.pool)
             .await?
-            .ok_or_else(|| ApiError::not_found("booking"))?;
-    let event =
-        access::owned_or_managed(&state.pool, auth, row.event_id, row.user_id, "booking").await?;
+            .ok_or_else(|| ApiError::not_found(NotFound::Booking(reference.to_string())))?;
+    let event = access::owned_or_managed(
+        &state.pool,
+        auth,
+        row.event_id,
+        row.user_id,
+        NotFound::Booking(reference.to_string()),
+    )
+    .await?;
     Ok((row, event))
 }
 
 /// One booking by its reference.
 #[utoipa::path(get, path = "/bookings/{reference}", tag = "bookings", params(("reference" = String, Path)),
-    security(("bearer" = [])), responses((status = 200, body = Data<BookingView>), (status = 404, description = "NOT_FOUND")))]
+    security(("bearer" = [])), responses((status = 200, body = Data<BookingView>), (status = 404, description = "BOOKING_NOT_FOUND")))]
 pub async fn one(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -203,7 +225,7 @@ pub async fn one(
 /// Cancels a booking: its seats go back on sale.
 #[utoipa::path(post, path = "/bookings/{reference}/cancel", tag = "bookings", params(("reference" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = Data<BookingView>), (status = 404, description = "NOT_FOUND"),
+    responses((status = 200, body = Data<BookingView>), (status = 404, description = "BOOKING_NOT_FOUND"),
               (status = 409, description = "BOOKING_NOT_ACTIVE")))]
 pub async fn cancel(
     State(state): State<AppState>,

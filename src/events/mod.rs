@@ -20,7 +20,7 @@ pub use view::{EventSummary, EventView, SectionView};
 
 use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::error::{ApiError, Data};
+use crate::error::{ApiError, Data, NotFound};
 use crate::extract::{Json, Path, Query};
 use crate::pagination::{self, trim_page, Page};
 use crate::state::AppState;
@@ -244,7 +244,7 @@ pub async fn list(
 /// An event's details, cacheable by clients for 60 s and revalidated with its ETag.
 #[utoipa::path(get, path = "/events/{id}", tag = "events", params(("id" = i64, Path)),
     responses((status = 200, body = Data<EventView>, headers(("ETag"), ("Cache-Control"))),
-              (status = 304, description = "Not modified"), (status = 404, description = "NOT_FOUND")))]
+              (status = 304, description = "Not modified"), (status = 404, description = "EVENT_NOT_FOUND")))]
 pub async fn details(
     State(state): State<AppState>,
     MaybeAuthUser(auth): MaybeAuthUser,
@@ -260,7 +260,7 @@ pub async fn details(
     if event.status == "DRAFT" {
         let manages = auth.is_some_and(|a| a.is_admin() || a.id == event.created_by);
         if !manages {
-            return Err(ApiError::not_found("event"));
+            return Err(ApiError::not_found(NotFound::Event(id)));
         }
     }
     let body =
@@ -293,7 +293,7 @@ pub async fn details(
 #[utoipa::path(patch, path = "/events/{id}", tag = "events", params(("id" = i64, Path)), request_body = EventUpdate,
     security(("bearer" = [])),
     responses((status = 200, body = Data<EventView>), (status = 403, description = "FORBIDDEN"),
-              (status = 404, description = "NOT_FOUND"), (status = 409, description = "INVALID_STATUS_TRANSITION")))]
+              (status = 404, description = "EVENT_NOT_FOUND"), (status = 409, description = "INVALID_STATUS_TRANSITION")))]
 pub async fn update(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, NotFound};
 
 /// A section as event details show it.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -80,7 +80,7 @@ pub async fn load(pool: &PgPool, event_id: i64) -> Result<EventView, ApiError> {
     .bind(event_id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| ApiError::not_found("event"))?;
+    .ok_or_else(|| ApiError::not_found(NotFound::Event(event_id)))?;
     let sections: Vec<SectionView> = sqlx::query_as(
         "SELECT id, name, kind, capacity, price_cents, available FROM event_sections
          WHERE event_id = $1 ORDER BY id",

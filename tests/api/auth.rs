@@ -2,7 +2,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::helpers::{data, error_code, spawn_app};
+use crate::helpers::{data, error_code, error_message, spawn_app};
 
 const SECRET: &str = "test-secret-test-secret-test-secret";
 
@@ -196,9 +196,37 @@ async fn forged_expired_and_malformed_tokens_are_refused() {
     for (what, t) in cases {
         let r = app.get_as("/auth/me", &t).await;
         assert_eq!(r.status(), 401, "{what} must be refused");
-        assert_eq!(error_code(r).await, "UNAUTHORIZED");
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
+            "{what}: RFC 6750 challenge, got {challenge}"
+        );
+        // Only a genuine token past its expiry is told it expired.
+        assert_eq!(
+            challenge.contains("expired"),
+            what == "expired",
+            "{what}: {challenge}"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+        assert_eq!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expired"),
+            what == "expired",
+            "{what}: {body}"
+        );
     }
     let r = app.get("/auth/me").await;
     assert_eq!(r.status(), 401, "no token");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        r#"Bearer realm="boxoffice""#
+    );
+    assert!(error_message(r).await.contains("Authorization: Bearer"));
     app.stop().await.unwrap();
 }

@@ -264,3 +264,12 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The `error.message` of an error body.
+pub async fn error_message(response: reqwest::Response) -> String {
+    let body: Json = response.json().await.expect("JSON body");
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -276,3 +276,95 @@ async fn label_values_stay_bounded_across_many_events_and_ids() {
     }
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn answers_from_every_layer_are_counted_under_their_route() {
+    let app = crate::helpers::spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (event_id, _, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let huge = app
+        .client
+        .post(format!("{}/events/{event_id}/reservations", app.address))
+        .bearer_auth(&organizer)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"type\":\"SEATS\",\"seatIds\":[{}1]}}",
+            "1,".repeat(40_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let unauthorized = app.get("/auth/me").await;
+    assert_eq!(unauthorized.status(), 401);
+    let scrape = app.get("/metrics").await.text().await.unwrap();
+    for (route, status) in [("/events/{id}/reservations", "413"), ("/auth/me", "401")] {
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with("boxoffice_http_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))),
+            "{status} on {route} is counted"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn outcome_counters_count_refusals_made_before_the_engine() {
+    let app = crate::helpers::spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let path = format!("/events/{event_id}/reservations");
+    // A malformed body, a quantity out of range, no token: none reaches the engine.
+    let bad = app
+        .post(
+            &path,
+            Some(&organizer),
+            serde_json::json!({"type": "GENERAL"}),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    let too_many = app
+        .post(
+            &path,
+            Some(&organizer),
+            serde_json::json!({"type": "GENERAL", "sectionId": general, "quantity": 1000}),
+        )
+        .await;
+    assert_eq!(too_many.status(), 422);
+    let anonymous = app
+        .post(
+            &path,
+            None,
+            serde_json::json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(anonymous.status(), 401);
+    let unbookable = app
+        .post(
+            "/bookings",
+            Some(&organizer),
+            serde_json::json!({"reservationIds": []}),
+        )
+        .await;
+    assert_eq!(unbookable.status(), 422);
+    let scrape = app.get("/metrics").await.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        value("boxoffice_reservations_total{outcome=\"invalid\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("boxoffice_reservations_total{outcome=\"unauthorized\"}"),
+        1.0
+    );
+    assert_eq!(value("boxoffice_bookings_total{outcome=\"invalid\"}"), 1.0);
+    app.stop().await.unwrap();
+}

@@ -198,7 +198,9 @@ async fn seats_best_available_and_every_refusal_code() {
         .send()
         .await
         .unwrap();
+    // Refused in the API's error body, whatever layer sees it first.
     assert_eq!(huge.status(), 413);
+    assert_eq!(error_code(huge).await, "PAYLOAD_TOO_LARGE");
     let unknown_event = app
         .post(
             "/events/777777/reservations",
@@ -351,5 +353,73 @@ async fn holds_are_listed_read_and_released_by_their_owner_only() {
             .status(),
         404
     );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_situation_gets_one_code_on_every_route() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (_, stranger) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let hold = app.hold(&buyer, event_id, general, 1).await;
+    let to_book = app.hold(&buyer, event_id, general, 1).await;
+    let booked = app
+        .post(
+            "/bookings",
+            Some(&buyer),
+            json!({"reservationIds": [to_book]}),
+        )
+        .await;
+    let reference = data(booked).await["bookingReference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Someone else's hold: not found, by one code, whatever is tried.
+    let hold_path = format!("/reservations/{hold}");
+    for r in [
+        app.get_as(&hold_path, &stranger).await,
+        app.delete_as(&hold_path, &stranger).await,
+        app.post(
+            "/bookings",
+            Some(&stranger),
+            json!({"reservationIds": [hold]}),
+        )
+        .await,
+    ] {
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_code(r).await, "RESERVATION_NOT_FOUND");
+    }
+    // Someone else's booking, or none: likewise.
+    for r in [
+        app.get_as(&format!("/bookings/{reference}"), &stranger)
+            .await,
+        app.post(
+            &format!("/bookings/{reference}/cancel"),
+            Some(&stranger),
+            json!({}),
+        )
+        .await,
+        app.get_as("/bookings/BX-0000000000000000", &buyer).await,
+    ] {
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_code(r).await, "BOOKING_NOT_FOUND");
+    }
+    // An event that does not exist.
+    for r in [
+        app.get("/events/999999").await,
+        app.get("/events/999999/inventory").await,
+        app.post(
+            "/events/999999/reservations",
+            Some(&buyer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
+        )
+        .await,
+    ] {
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_code(r).await, "EVENT_NOT_FOUND");
+    }
     app.stop().await.unwrap();
 }
