@@ -182,7 +182,7 @@ pub async fn mine(
     let next_cursor = trim_page(&mut rows, limit, |last| {
         pagination::time_id_cursor(last.created_at, last.id)
     });
-    let data = view::with_items(&state.pool, rows).await?;
+    let data = view::with_items(&state.pool, rows, view::WithBuyer::No).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }
 
@@ -218,7 +218,7 @@ pub async fn one(
     Path(reference): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (row, _) = visible(&state, &auth, &reference).await?;
-    let mut views = view::with_items(&state.pool, vec![row]).await?;
+    let mut views = view::with_items(&state.pool, vec![row], view::WithBuyer::No).await?;
     Ok(Data::json(views.remove(0)))
 }
 
@@ -263,6 +263,6 @@ pub async fn of_event(
     .fetch_all(&state.pool)
     .await?;
     let next_cursor = trim_page(&mut rows, limit, |last| pagination::id_cursor(last.id));
-    let data = view::with_items(&state.pool, rows).await?;
+    let data = view::with_items(&state.pool, rows, view::WithBuyer::Yes).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }

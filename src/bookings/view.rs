@@ -21,10 +21,23 @@ pub struct ItemView {
     pub unit_price_cents: i64,
 }
 
+/// Who bought a booking: shown to the event's organizer in the event's booking listing.
+#[derive(Serialize, ToSchema, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Buyer {
+    pub id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
 /// A booking.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BookingView {
+    /// The buyer, in the organizer's listing of an event's bookings only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<Buyer>,
     pub booking_reference: String,
     pub event_id: i64,
     /// CONFIRMED or CANCELLED.
@@ -39,6 +52,7 @@ pub struct BookingView {
 impl From<EngineBooking> for BookingView {
     fn from(b: EngineBooking) -> Self {
         BookingView {
+            buyer: None,
             booking_reference: b.booking_reference,
             event_id: b.event_id,
             status: b.status.as_str().to_string(),
@@ -78,10 +92,18 @@ pub struct BookingRow {
 pub const SELECT: &str = "SELECT id, booking_reference, user_id, event_id, status, subtotal_cents,
                                  discount_cents, total_cents, created_at FROM bookings";
 
-/// Turns booking rows into views, fetching all their items in one query.
+/// Whether views name their buyer (the organizer's listing) or not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WithBuyer {
+    Yes,
+    No,
+}
+
+/// Turns booking rows into views, fetching all their items (and buyers) in one query each.
 pub async fn with_items(
     pool: &PgPool,
     rows: Vec<BookingRow>,
+    with_buyer: WithBuyer,
 ) -> Result<Vec<BookingView>, ApiError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let items: Vec<(i64, i64, i64, i32, Vec<i64>, i64)> = sqlx::query_as(
@@ -102,9 +124,28 @@ pub async fn with_items(
             unit_price_cents,
         });
     }
+    let mut buyers: HashMap<i64, Buyer> = HashMap::new();
+    if with_buyer == WithBuyer::Yes {
+        let user_ids: Vec<i64> = rows.iter().map(|r| r.user_id).collect();
+        let found: Vec<(i64, String, String, String)> =
+            sqlx::query_as("SELECT id, email, first_name, last_name FROM users WHERE id = ANY($1)")
+                .bind(&user_ids)
+                .fetch_all(pool)
+                .await?;
+        for (id, email, first_name, last_name) in found {
+            let buyer = Buyer {
+                id,
+                email,
+                first_name,
+                last_name,
+            };
+            buyers.insert(id, buyer);
+        }
+    }
     Ok(rows
         .into_iter()
         .map(|r| BookingView {
+            buyer: buyers.get(&r.user_id).cloned(),
             items: by_booking.remove(&r.id).unwrap_or_default(),
             booking_reference: r.booking_reference,
             event_id: r.event_id,

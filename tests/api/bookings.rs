@@ -206,6 +206,11 @@ async fn bookings_are_read_listed_cancelled_and_exported_by_those_allowed() {
         .unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
     assert!(listed["nextCursor"].is_string());
+    // The organizer sees who bought; a buyer's own views do not repeat it.
+    let buyer_email = listed["data"][0]["buyer"]["email"].as_str().unwrap();
+    assert!(buyer_email.contains('@'), "{listed}");
+    let mine: serde_json::Value = app.get_as("/bookings", &buyer).await.json().await.unwrap();
+    assert!(mine["data"][0].get("buyer").is_none());
     assert_eq!(
         app.get_as(&format!("/events/{event_id}/bookings"), &rival)
             .await
