@@ -99,15 +99,21 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, DbError> {
         .map_err(|e| classify(&url, e))
 }
 
-/// Brings the schema up to date.
+/// Brings the schema up to date, on a connection of its own that does not log its
+/// statements: a migration is slow by nature, and the pool's slow-statement warning would
+/// print the whole schema at every first start.
 pub async fn migrate(settings: &Settings, pool: &PgPool) -> Result<(), DbError> {
-    boxoffice_engine::MIGRATOR
-        .run(pool)
+    let url = settings.database_url_redacted();
+    let options = (*pool.connect_options())
+        .clone()
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, Duration::ZERO);
+    let mut conn = sqlx::postgres::PgConnection::connect_with(&options)
         .await
-        .map_err(|reason| DbError::Migrate {
-            url: settings.database_url_redacted(),
-            reason,
-        })
+        .map_err(|e| classify(&url, e))?;
+    let migrated = boxoffice_engine::MIGRATOR.run(&mut conn).await;
+    let _ = conn.close().await;
+    migrated.map_err(|reason| DbError::Migrate { url, reason })
 }
 
 /// Creates, connects and migrates: everything `serve` and `migrate` need.
