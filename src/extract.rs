@@ -33,11 +33,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
-            e.body_text(),
+            plain(&e.body_text()),
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", e.body_text())
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("the body is not valid JSON: {}", plain(&e.body_text())),
+        ),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -52,6 +54,65 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         }
         other => ApiError::new(other.status(), "BAD_REQUEST", other.body_text()),
     }
+}
+
+/// A deserializer's message in the API's words: without axum's preamble, Rust type names
+/// or positions in the input, and with the format a value must have.
+fn plain(message: &str) -> String {
+    let mut text = message.to_string();
+    for preamble in [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+        "Failed to deserialize query string: ",
+        "Invalid URL: ",
+        "Cannot parse ",
+    ] {
+        if let Some(rest) = text.strip_prefix(preamble) {
+            text = rest.to_string();
+        }
+    }
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
+    }
+    const WHOLE_FROM_ZERO: &str = "a whole number from 0";
+    const WHOLE: &str = "a whole number";
+    for (rust, words) in [
+        ("expected u8", WHOLE_FROM_ZERO),
+        ("expected u16", WHOLE_FROM_ZERO),
+        ("expected u32", WHOLE_FROM_ZERO),
+        ("expected u64", WHOLE_FROM_ZERO),
+        ("expected usize", WHOLE_FROM_ZERO),
+        ("expected i32", WHOLE),
+        ("expected i64", WHOLE),
+        ("expected f64", "a number"),
+        ("expected a sequence", "a list"),
+        ("expected a string", "text"),
+        ("expected a map", "an object"),
+        ("expected struct", "an object"),
+    ] {
+        if let Some(i) = text.find(rust) {
+            let end = text[i + rust.len()..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(text.len(), |j| i + rust.len() + j);
+            text.replace_range(i..end, &format!("expected {words}"));
+        }
+    }
+    // chrono's words for a date that does not parse.
+    for chrono in [
+        "premature end of input",
+        "input contains invalid characters",
+        "trailing input",
+        "input is out of range",
+        "input is not enough for unique date and time",
+    ] {
+        if text.contains(chrono) {
+            text = text.replace(
+                chrono,
+                "expected a date and time in RFC 3339 form, like 2030-06-01T20:00:00Z",
+            );
+        }
+    }
+    text.replace('`', "")
 }
 
 /// Path parameters.
@@ -70,7 +131,7 @@ where
             Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_PATH",
-                e.body_text(),
+                plain(&e.body_text()),
             )),
             Err(other) => Err(ApiError::new(
                 other.status(),
@@ -97,7 +158,7 @@ where
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_QUERY",
-                e.body_text(),
+                plain(&e.body_text()),
             )),
             Err(other) => Err(ApiError::new(
                 other.status(),
@@ -130,5 +191,30 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn messages_speak_the_api_not_rust() {
+        assert_eq!(
+            plain("Failed to deserialize the JSON body into the target type: quantity: invalid type: string \"x\", expected u32 at line 1 column 40"),
+            "quantity: invalid type: string \"x\", expected a whole number from 0"
+        );
+        assert_eq!(
+            plain("Failed to deserialize the JSON body into the target type: eventDate: premature end of input at line 1 column 30"),
+            "eventDate: expected a date and time in RFC 3339 form, like 2030-06-01T20:00:00Z"
+        );
+        assert_eq!(
+            plain("Failed to deserialize the JSON body into the target type: unknown field `section_id`, expected `sectionId` or `quantity` at line 1 column 12"),
+            "unknown field section_id, expected sectionId or quantity"
+        );
+        assert_eq!(
+            plain("Failed to deserialize query string: limit: invalid digit found in string"),
+            "limit: invalid digit found in string"
+        );
     }
 }

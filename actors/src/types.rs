@@ -23,6 +23,9 @@ macro_rules! string_enum {
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
+            /// Every spelling, in declaration order.
+            pub const SPELLINGS: &'static [&'static str] = &[$($text),+];
+
             /// The spelling used in PostgreSQL and in the JSON API.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text),+ }

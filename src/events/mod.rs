@@ -84,6 +84,14 @@ pub struct EventQuery {
     pub cursor: Option<String>,
 }
 
+/// The message for a status that is not one: what came, and what may.
+fn unknown_status(given: &str) -> String {
+    format!(
+        "status {given:?} is not one of {}",
+        EventStatus::SPELLINGS.join(", ")
+    )
+}
+
 fn validate_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -171,7 +179,7 @@ pub async fn list(
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", "unknown status")
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", unknown_status(s))
         })?),
     };
     let after = pagination::parse_time_id_cursor(q.cursor.as_deref())?;
@@ -305,7 +313,7 @@ pub async fn update(
     let status = body
         .status
         .as_deref()
-        .map(|s| EventStatus::parse(s).ok_or_else(|| ApiError::validation("unknown status")))
+        .map(|s| EventStatus::parse(s).ok_or_else(|| ApiError::validation(unknown_status(s))))
         .transpose()?;
     if name.is_some() || body.event_date.is_some() || body.venue_id.is_some() {
         sqlx::query(

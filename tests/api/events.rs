@@ -288,3 +288,48 @@ async fn only_the_events_organizer_updates_it_along_allowed_transitions() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn validation_messages_say_what_is_expected_without_rust_internals() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let date_only = app
+        .post(
+            "/events",
+            Some(&organizer),
+            json!({"eventName": "X", "eventDate": "2030-06-01", "saleStartTime": "2030-05-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(date_only.status(), 422);
+    let message = crate::helpers::error_message(date_only).await;
+    assert!(
+        message.contains("RFC 3339") && message.contains("eventDate"),
+        "{message}"
+    );
+    assert!(!message.contains("premature"), "{message}");
+
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let wrong_type = app
+        .post(
+            &format!("/events/{event_id}/reservations"),
+            Some(&organizer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": "two"}),
+        )
+        .await;
+    assert_eq!(wrong_type.status(), 422);
+    let message = crate::helpers::error_message(wrong_type).await;
+    assert!(message.contains("whole number"), "{message}");
+    assert!(
+        !message.contains("u32") && !message.contains("line 1"),
+        "{message}"
+    );
+
+    let lower = app.get("/events?status=on_sale").await;
+    assert_eq!(lower.status(), 400);
+    let message = crate::helpers::error_message(lower).await;
+    assert!(
+        message.contains("ON_SALE") && message.contains("SOLD_OUT"),
+        "{message}"
+    );
+    app.stop().await.unwrap();
+}
