@@ -235,7 +235,7 @@ impl From<Refusal> for ApiError {
         let status = match r {
             Refusal::SectionNotFound
             | Refusal::SeatNotFound
-            | Refusal::HoldNotFound
+            | Refusal::HoldNotFound(_)
             | Refusal::BookingNotFound
             | Refusal::DiscountNotFound => StatusCode::NOT_FOUND,
             Refusal::Invalid(_) | Refusal::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

@@ -251,15 +251,15 @@ pub async fn release(
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (hold, event) = visible(&state, &auth, id).await?;
-    let not_active = || {
+    let not_active = |id: i64| {
         ApiError::new(
             StatusCode::CONFLICT,
             "RESERVATION_NOT_ACTIVE",
-            "the reservation is no longer active",
+            format!("reservation {id} is no longer active: it expired, was released or was booked"),
         )
     };
     if hold.status != "ACTIVE" {
-        return Err(not_active());
+        return Err(not_active(id));
     }
     match state
         .engine
@@ -268,7 +268,7 @@ pub async fn release(
     {
         Ok(released) => Ok(Data::json(ReservationView::from(released))),
         // Stored as ACTIVE but gone from the actor: it expired or was confirmed a moment ago.
-        Err(EngineError::Refused(Refusal::HoldNotFound)) => Err(not_active()),
+        Err(EngineError::Refused(Refusal::HoldNotFound(_))) => Err(not_active(id)),
         Err(e) => Err(e.into()),
     }
 }

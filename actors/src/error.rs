@@ -5,7 +5,15 @@
 //! inventory changes. An [`EngineError`] wraps it together with the operational failures
 //! (overload, database trouble) whose outcome the client may retry with its idempotency key.
 
-use crate::types::{BookingStatus, EventStatus, HoldStatus};
+use crate::types::{BookingStatus, EventStatus, HoldId, HoldStatus, SeatId};
+
+fn seats_unavailable(seat_ids: &[SeatId]) -> String {
+    if seat_ids.is_empty() {
+        return "no row has that many adjacent seats free; allowSplit accepts seats apart".into();
+    }
+    let ids: Vec<String> = seat_ids.iter().map(ToString::to_string).collect();
+    format!("seats {} are not available", ids.join(", "))
+}
 
 /// A request the inventory turned down. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -16,16 +24,25 @@ pub enum Refusal {
     EventClosed(EventStatus),
     #[error("not enough tickets are left in this section")]
     SoldOut,
-    #[error("one or more of the requested seats is not available")]
-    SeatUnavailable,
-    #[error("this would take you past the limit of {limit} tickets per buyer for this event")]
-    TicketLimit { limit: u32 },
+    /// `seat_ids`: the requested seats already taken; empty when best-available found no
+    /// block of adjacent seats.
+    #[error("{}", seats_unavailable(seat_ids))]
+    SeatUnavailable { seat_ids: Vec<SeatId> },
+    #[error(
+        "a buyer may have {limit} tickets for this event: you have {already}, and {asked} more \
+         would be too many"
+    )]
+    TicketLimit {
+        limit: u32,
+        already: u32,
+        asked: u32,
+    },
     #[error("no such section in this event")]
     SectionNotFound,
     #[error("no such seat in this event")]
     SeatNotFound,
-    #[error("no such hold")]
-    HoldNotFound,
+    #[error("no active reservation {0} of yours")]
+    HoldNotFound(HoldId),
     #[error("the hold is {0}, not ACTIVE")]
     HoldNotActive(HoldStatus),
     #[error("no such booking")]
@@ -57,11 +74,11 @@ impl Refusal {
             Refusal::SaleNotOpen => "SALE_NOT_OPEN",
             Refusal::EventClosed(_) => "EVENT_CLOSED",
             Refusal::SoldOut => "SOLD_OUT",
-            Refusal::SeatUnavailable => "SEAT_UNAVAILABLE",
+            Refusal::SeatUnavailable { .. } => "SEAT_UNAVAILABLE",
             Refusal::TicketLimit { .. } => "TICKET_LIMIT",
             Refusal::SectionNotFound => "SECTION_NOT_FOUND",
             Refusal::SeatNotFound => "SEAT_NOT_FOUND",
-            Refusal::HoldNotFound => "RESERVATION_NOT_FOUND",
+            Refusal::HoldNotFound(_) => "RESERVATION_NOT_FOUND",
             Refusal::HoldNotActive(_) => "RESERVATION_NOT_ACTIVE",
             Refusal::BookingNotFound => "BOOKING_NOT_FOUND",
             Refusal::BookingNotActive(_) => "BOOKING_NOT_ACTIVE",

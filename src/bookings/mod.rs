@@ -115,8 +115,14 @@ async fn confirm(
     let mut ids = body.reservation_ids.clone();
     ids.sort_unstable();
     ids.dedup();
-    if rows.len() != ids.len() || rows.iter().any(|r| r.1 != auth.id && !auth.is_admin()) {
-        return Err(Refusal::HoldNotFound.into());
+    // The first id listed that is unknown or someone else's, named in the answer.
+    let unknown = ids.iter().find(|id| {
+        rows.iter()
+            .find(|r| r.0 == **id)
+            .is_none_or(|r| r.1 != auth.id && !auth.is_admin())
+    });
+    if let Some(&id) = unknown {
+        return Err(Refusal::HoldNotFound(id).into());
     }
     let event_id = rows[0].2;
     if rows.iter().any(|r| r.2 != event_id) {
@@ -143,11 +149,11 @@ async fn confirm(
     let result = state.engine.confirm(event_id, request).await;
     let outcome = match result {
         // The holds expired or were confirmed a moment ago.
-        Err(EngineError::Refused(Refusal::HoldNotFound)) => {
+        Err(EngineError::Refused(Refusal::HoldNotFound(id))) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "RESERVATION_NOT_ACTIVE",
-                "a reservation is no longer active",
+                format!("reservation {id} is no longer active: it expired or was just booked"),
             ))
         }
         other => other?,

@@ -423,3 +423,71 @@ async fn one_situation_gets_one_code_on_every_route() {
     }
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn refusals_name_the_item_at_fault() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (_, other) = app.user("CUSTOMER").await;
+    let (event_id, general, reserved) = app.event_on_sale(&organizer, 10, 1, 4, 3).await;
+    let path = format!("/events/{event_id}/reservations");
+    let map = data(
+        app.get(&format!("/events/{event_id}/sections/{reserved}/seats"))
+            .await,
+    )
+    .await;
+    let seat = |i: usize| map["rows"][0]["seats"][i]["id"].as_i64().unwrap();
+    let held = app
+        .post(
+            &path,
+            Some(&buyer),
+            json!({"type": "SEATS", "seatIds": [seat(1)]}),
+        )
+        .await;
+    assert_eq!(held.status(), 201);
+
+    // Which seats are taken.
+    let taken = app
+        .post(
+            &path,
+            Some(&other),
+            json!({"type": "SEATS", "seatIds": [seat(0), seat(1)]}),
+        )
+        .await;
+    assert_eq!(taken.status(), 409);
+    let message = crate::helpers::error_message(taken).await;
+    assert!(message.contains(&seat(1).to_string()), "{message}");
+    assert!(!message.contains(&seat(0).to_string()), "{message}");
+
+    // The buyer's count against the limit (3): one held, three more asked.
+    let over = app
+        .post(
+            &path,
+            Some(&buyer),
+            json!({"type": "GENERAL", "sectionId": general, "quantity": 3}),
+        )
+        .await;
+    assert_eq!(over.status(), 409);
+    let message = crate::helpers::error_message(over).await;
+    assert!(
+        message.contains("3 tickets")
+            && message.contains("you have 1")
+            && message.contains("3 more"),
+        "{message}"
+    );
+
+    // Which reservation is unknown.
+    let unknown = app
+        .post(
+            "/bookings",
+            Some(&buyer),
+            json!({"reservationIds": [987654]}),
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+    assert!(crate::helpers::error_message(unknown)
+        .await
+        .contains("987654"));
+    app.stop().await.unwrap();
+}

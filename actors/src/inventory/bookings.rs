@@ -117,7 +117,7 @@ impl Inventory {
         for id in &hold_ids {
             let hold = match self.holds.get(id) {
                 Some(h) if request.requester.may_act_for(h.view.user_id) => &h.view,
-                _ => return Err(Refusal::HoldNotFound),
+                _ => return Err(Refusal::HoldNotFound(*id)),
             };
             if *buyer.get_or_insert(hold.user_id) != hold.user_id {
                 return Err(Refusal::Invalid(
@@ -546,7 +546,7 @@ mod tests {
         // Staff naming a hold nobody has is refused as unknown, key or not.
         assert_eq!(
             inv.confirm(by_staff(vec![999]), 504, "R5".into(), T0),
-            Err(Refusal::HoldNotFound)
+            Err(Refusal::HoldNotFound(999))
         );
     }
 
@@ -564,7 +564,7 @@ mod tests {
         );
         assert_eq!(
             inv.confirm(confirm(2, vec![100], None), 500, "R".into(), T0),
-            Err(Refusal::HoldNotFound)
+            Err(Refusal::HoldNotFound(100))
         );
         assert_eq!(inv.sections[&1].held, 2);
     }

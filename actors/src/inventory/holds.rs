@@ -92,8 +92,13 @@ impl Inventory {
             )));
         }
         let limit = self.rules.max_tickets_per_user;
-        if self.tickets_of(request.user_id) + quantity > limit {
-            return Err(Refusal::TicketLimit { limit });
+        let already = self.tickets_of(request.user_id);
+        if already + quantity > limit {
+            return Err(Refusal::TicketLimit {
+                limit,
+                already,
+                asked: quantity,
+            });
         }
         self.choose(&request.kind, quantity)
     }
@@ -218,7 +223,9 @@ impl Inventory {
                 });
                 positions
                     .map(|p| (*section_id, p))
-                    .ok_or(Refusal::SeatUnavailable)
+                    .ok_or(Refusal::SeatUnavailable {
+                        seat_ids: Vec::new(),
+                    })
             }
             HoldKind::Seats { seat_ids } => self.choose_seats(seat_ids),
         }
@@ -237,6 +244,7 @@ impl Inventory {
             .as_ref()
             .expect("located in a seat map");
         let mut positions = Vec::with_capacity(seat_ids.len());
+        let mut taken = Vec::new();
         for &seat_id in seat_ids {
             let position = match seats.position(seat_id) {
                 Some(p) => p,
@@ -246,9 +254,12 @@ impl Inventory {
                 None => return Err(Refusal::SeatNotFound),
             };
             if seats.owner(position) != SeatOwner::Free {
-                return Err(Refusal::SeatUnavailable);
+                taken.push(seat_id);
             }
             positions.push(position);
+        }
+        if !taken.is_empty() {
+            return Err(Refusal::SeatUnavailable { seat_ids: taken });
         }
         Ok((section_id, positions))
     }
@@ -262,7 +273,7 @@ impl Inventory {
     ) -> Decision<HoldView> {
         match self.holds.get(&hold_id) {
             Some(h) if requester.may_act_for(h.view.user_id) => {}
-            _ => return Err(Refusal::HoldNotFound),
+            _ => return Err(Refusal::HoldNotFound(hold_id)),
         }
         let mut changes = Vec::new();
         let view = self.end_hold(hold_id, HoldStatus::Cancelled, now_ms, &mut changes);
@@ -379,7 +390,11 @@ mod tests {
         };
         assert_eq!(
             inv.place_hold(best, 101, T0),
-            Err(Refusal::TicketLimit { limit: 4 })
+            Err(Refusal::TicketLimit {
+                limit: 4,
+                already: 3,
+                asked: 2
+            })
         );
     }
 
@@ -426,7 +441,9 @@ mod tests {
         inv.place_hold(seats(vec![1003, 1004]), 100, T0).unwrap();
         assert_eq!(
             inv.place_hold(seats(vec![1002, 1003]), 101, T0),
-            Err(Refusal::SeatUnavailable)
+            Err(Refusal::SeatUnavailable {
+                seat_ids: vec![1003]
+            })
         );
         assert_eq!(
             inv.place_hold(seats(vec![99]), 101, T0),
@@ -536,7 +553,7 @@ mod tests {
         inv.place_hold(general(1, 2), 100, T0).unwrap();
         assert_eq!(
             inv.release_hold(Requester::buyer(2), 100, T0),
-            Err(Refusal::HoldNotFound)
+            Err(Refusal::HoldNotFound(100))
         );
         let staff = Requester {
             user_id: 9,

@@ -245,7 +245,9 @@ async fn a_decision_the_database_would_refuse_is_refused_alone_and_its_batch_mat
             e.hold(event, seats(third, vec![seat_ids[1], seat_ids[0]]))
                 .await
         ),
-        Refusal::SeatUnavailable
+        Refusal::SeatUnavailable {
+            seat_ids: vec![seat_ids[0]]
+        }
     );
     // discounts_event_code_key: the same code in other letters.
     assert_eq!(

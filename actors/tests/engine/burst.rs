@@ -47,7 +47,9 @@ async fn a_burst_of_6000_holds_grants_exactly_capacity_and_postgres_agrees() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(outcome) => granted.push(outcome.hold),
-            Err(EngineError::Refused(Refusal::SoldOut | Refusal::SeatUnavailable)) => refused += 1,
+            Err(EngineError::Refused(Refusal::SoldOut | Refusal::SeatUnavailable { .. })) => {
+                refused += 1
+            }
             Err(other) => panic!("unexpected answer: {other:?}"),
         }
     }
@@ -138,7 +140,7 @@ async fn concurrent_confirms_and_the_ticket_limit_hold_for_one_buyer() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(o) => held.push(o.hold.id),
-            Err(EngineError::Refused(Refusal::TicketLimit { limit: 4 })) => {}
+            Err(EngineError::Refused(Refusal::TicketLimit { limit: 4, .. })) => {}
             Err(other) => panic!("unexpected: {other:?}"),
         }
     }
