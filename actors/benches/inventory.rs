@@ -19,7 +19,7 @@ fn inventory(spec: SectionSpec) -> Inventory {
             status: EventStatus::OnSale,
             sale_start_ms: 0,
             hold_ttl_seconds: 600,
-            max_tickets_per_user: 1000,
+            max_tickets_per_user: Some(1000),
         },
     );
     let seats = Inventory::seats_needed(&spec) as i64;

@@ -121,7 +121,9 @@ async fn take_ownership(
         status: parse(event.get("status"), EventStatus::parse)?,
         sale_start_ms: from_timestamp(event.get("sale_start_time")),
         hold_ttl_seconds: event.get::<i32, _>("hold_ttl_seconds") as u32,
-        max_tickets_per_user: event.get::<i32, _>("max_tickets_per_user") as u32,
+        max_tickets_per_user: event
+            .get::<Option<i32>, _>("max_tickets_per_user")
+            .map(|max| max as u32),
     };
     let stored_available = event.get::<i32, _>("available_seats") as u32;
     Ok((rules, event.get("owner_epoch"), stored_available))

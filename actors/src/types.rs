@@ -368,7 +368,8 @@ pub struct SettingsUpdate {
     pub status: Option<EventStatus>,
     pub sale_start_ms: Option<i64>,
     pub hold_ttl_seconds: Option<u32>,
-    pub max_tickets_per_user: Option<u32>,
+    /// `Some(None)` removes the per-buyer limit; `Some(Some(n))` sets it; `None` keeps it.
+    pub max_tickets_per_user: Option<Option<u32>>,
 }
 
 /// The row label of a 0-based row index: A..Z, then AA, AB, … as on a theatre plan.

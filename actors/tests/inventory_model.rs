@@ -278,7 +278,7 @@ fn new_inventory() -> Inventory {
             status: EventStatus::OnSale,
             sale_start_ms: T0,
             hold_ttl_seconds: (TTL_MS / 1000) as u32,
-            max_tickets_per_user: MAX_PER_USER,
+            max_tickets_per_user: Some(MAX_PER_USER),
         },
     );
     let general = NewSection {

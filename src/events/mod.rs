@@ -48,8 +48,11 @@ pub struct NewEvent {
     pub sale_start_time: DateTime<Utc>,
     /// 10 to 86400 (default HOLD_TTL_SECONDS).
     pub hold_ttl_seconds: Option<u32>,
-    /// 1 to 1000 (default 8).
-    pub max_tickets_per_user: Option<u32>,
+    /// Tickets one buyer may have, 1 to 1000 (default 8); `null` for no limit (box-office
+    /// accounts, load tests).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable)]
+    pub max_tickets_per_user: Option<Option<u32>>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -61,7 +64,10 @@ pub struct EventUpdate {
     pub venue_id: Option<i64>,
     pub sale_start_time: Option<DateTime<Utc>>,
     pub hold_ttl_seconds: Option<u32>,
-    pub max_tickets_per_user: Option<u32>,
+    /// 1 to 1000, or `null` to remove the limit; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable)]
+    pub max_tickets_per_user: Option<Option<u32>>,
     /// ON_SALE, CANCELLED or COMPLETED (DRAFT → ON_SALE → …).
     pub status: Option<String>,
 }
@@ -90,6 +96,16 @@ fn unknown_status(given: &str) -> String {
         "status {given:?} is not one of {}",
         EventStatus::SPELLINGS.join(", ")
     )
+}
+
+/// For a field where `null` and absent differ: absent stays `None` (`#[serde(default)]`),
+/// present becomes `Some(value)`, `null` included.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 fn validate_name(name: &str) -> Result<&str, ApiError> {
@@ -133,12 +149,12 @@ pub async fn create(
         .unwrap_or(state.settings.default_hold_ttl_seconds);
     let max = body
         .max_tickets_per_user
-        .unwrap_or(limits::DEFAULT_MAX_TICKETS_PER_USER);
+        .unwrap_or(Some(limits::DEFAULT_MAX_TICKETS_PER_USER));
     if !(limits::MIN_HOLD_TTL_SECONDS..=limits::MAX_HOLD_TTL_SECONDS).contains(&ttl)
-        || !(1..=limits::MAX_TICKETS_PER_USER).contains(&max)
+        || max.is_some_and(|max| !(1..=limits::MAX_TICKETS_PER_USER).contains(&max))
     {
         return Err(ApiError::validation(format!(
-            "holdTtlSeconds must be {} to {} and maxTicketsPerUser 1 to {}",
+            "holdTtlSeconds must be {} to {} and maxTicketsPerUser 1 to {} (or null for no limit)",
             limits::MIN_HOLD_TTL_SECONDS,
             limits::MAX_HOLD_TTL_SECONDS,
             limits::MAX_TICKETS_PER_USER
@@ -155,7 +171,7 @@ pub async fn create(
     .bind(auth.id)
     .bind(body.sale_start_time)
     .bind(ttl as i32)
-    .bind(max as i32)
+    .bind(max.map(|max| max as i32))
     .fetch_one(&state.pool)
     .await
     .map_err(map_venue_fk)?;

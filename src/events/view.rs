@@ -35,7 +35,8 @@ pub struct EventView {
     pub status: String,
     pub sale_start_time: DateTime<Utc>,
     pub hold_ttl_seconds: i32,
-    pub max_tickets_per_user: i32,
+    /// `null`: no per-buyer limit.
+    pub max_tickets_per_user: Option<i32>,
     pub available_seats: i32,
     pub created_by: i64,
     pub sections: Vec<SectionView>,
@@ -64,7 +65,7 @@ struct EventRow {
     status: String,
     sale_start_time: DateTime<Utc>,
     hold_ttl_seconds: i32,
-    max_tickets_per_user: i32,
+    max_tickets_per_user: Option<i32>,
     available_seats: i32,
     created_by: i64,
 }

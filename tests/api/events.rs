@@ -333,3 +333,104 @@ async fn validation_messages_say_what_is_expected_without_rust_internals() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_event_may_sell_without_a_per_buyer_limit() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let created = app
+        .post(
+            "/events",
+            Some(&organizer),
+            json!({"eventName": "Box office", "eventDate": "2030-06-01T20:00:00Z",
+                   "saleStartTime": "2020-01-01T00:00:00Z", "maxTicketsPerUser": null}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let event = data(created).await;
+    assert!(event["maxTicketsPerUser"].is_null(), "{event}");
+    let event_id = event["id"].as_i64().unwrap();
+    let section = data(
+        app.post(
+            &format!("/events/{event_id}/sections"),
+            Some(&organizer),
+            json!({"name": "Floor", "type": "GENERAL", "capacity": 5000, "priceCents": 100}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let open = app
+        .patch(
+            &format!("/events/{event_id}"),
+            &organizer,
+            json!({"status": "ON_SALE"}),
+        )
+        .await;
+    assert_eq!(open.status(), 200);
+    // One buyer, 1,100 tickets: more than any limit an event may set.
+    for _ in 0..11 {
+        app.hold(&buyer, event_id, section, 100).await;
+    }
+    // Setting a limit below what the buyer has is refused; absent keeps the rule as it is.
+    let path = format!("/events/{event_id}");
+    let too_low = app
+        .patch(&path, &organizer, json!({"maxTicketsPerUser": 5}))
+        .await;
+    assert_eq!(too_low.status(), 422);
+    let renamed = app
+        .patch(&path, &organizer, json!({"eventName": "Box office 2"}))
+        .await;
+    assert!(data(renamed).await["maxTicketsPerUser"].is_null());
+    // The rule survives a reload of the event.
+    assert!(app.engine.kill_actor(event_id));
+    let mut again = None;
+    for _ in 0..1500 {
+        let r = app
+            .post(
+                &format!("/events/{event_id}/reservations"),
+                Some(&buyer),
+                json!({"type": "GENERAL", "sectionId": section, "quantity": 100}),
+            )
+            .await;
+        if r.status() != 503 {
+            again = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, Some(reqwest::StatusCode::CREATED));
+    // And a limit can be set again, then removed with null.
+    let set = app
+        .patch(&path, &organizer, json!({"maxTicketsPerUser": 1000}))
+        .await;
+    assert_eq!(set.status(), 422, "the buyer has 1,200 already");
+    let stored: Option<i32> =
+        sqlx::query_scalar("SELECT max_tickets_per_user FROM events WHERE id = $1")
+            .bind(event_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, None);
+
+    // An event with the default limit loses it with null, durably.
+    let (limited, _, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
+    let lifted = app
+        .patch(
+            &format!("/events/{limited}"),
+            &organizer,
+            json!({"maxTicketsPerUser": null}),
+        )
+        .await;
+    assert_eq!(lifted.status(), 200);
+    let stored: Option<i32> =
+        sqlx::query_scalar("SELECT max_tickets_per_user FROM events WHERE id = $1")
+            .bind(limited)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, None);
+    app.stop().await.unwrap();
+}

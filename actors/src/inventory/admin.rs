@@ -266,19 +266,23 @@ impl Inventory {
             }
             rules.hold_ttl_seconds = ttl;
         }
-        if let Some(max) = update.max_tickets_per_user {
-            if !(1..=MAX_TICKETS_PER_USER).contains(&max) {
-                return Err(Refusal::Invalid(format!(
-                    "maxTicketsPerUser must be between 1 and {MAX_TICKETS_PER_USER}"
-                )));
+        match update.max_tickets_per_user {
+            None => {}
+            Some(None) => rules.max_tickets_per_user = None,
+            Some(Some(max)) => {
+                if !(1..=MAX_TICKETS_PER_USER).contains(&max) {
+                    return Err(Refusal::Invalid(format!(
+                        "maxTicketsPerUser must be between 1 and {MAX_TICKETS_PER_USER}, or null for no limit"
+                    )));
+                }
+                // Invariant 4 must keep holding for buyers who already have tickets.
+                if self.tickets_by_user.values().any(|&t| t > max) {
+                    return Err(Refusal::Invalid(
+                        "some buyers already hold more tickets than this limit".into(),
+                    ));
+                }
+                rules.max_tickets_per_user = Some(max);
             }
-            // Invariant 4 must keep holding for buyers who already have tickets.
-            if self.tickets_by_user.values().any(|&t| t > max) {
-                return Err(Refusal::Invalid(
-                    "some buyers already hold more tickets than this limit".into(),
-                ));
-            }
-            rules.max_tickets_per_user = max;
         }
         if let Some(start) = update.sale_start_ms {
             rules.sale_start_ms = start;

@@ -115,7 +115,7 @@ pub enum Change {
     EventSettings {
         sale_start_ms: i64,
         hold_ttl_seconds: u32,
-        max_tickets_per_user: u32,
+        max_tickets_per_user: Option<u32>,
     },
     /// Insert a booking.
     BookingCreated(BookingRow),

@@ -130,7 +130,7 @@ impl Inventory {
         }
         if let Some((user, t)) = counted
             .iter()
-            .find(|(_, t)| *t > self.rules.max_tickets_per_user)
+            .find(|(_, t)| self.rules.max_tickets_per_user.is_some_and(|max| *t > max))
         {
             return Err(format!("buyer {user} has {t} tickets, over the limit"));
         }

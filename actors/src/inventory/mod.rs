@@ -41,7 +41,8 @@ pub struct EventRules {
     pub status: EventStatus,
     pub sale_start_ms: i64,
     pub hold_ttl_seconds: u32,
-    pub max_tickets_per_user: u32,
+    /// Tickets (held + booked) one buyer may have; `None`: no limit.
+    pub max_tickets_per_user: Option<u32>,
 }
 
 /// One section and its counts. `available` is derived: capacity − held − booked.
@@ -341,7 +342,7 @@ pub(crate) mod test_support {
                 status: EventStatus::OnSale,
                 sale_start_ms: T0 - 1,
                 hold_ttl_seconds: 60,
-                max_tickets_per_user: max_per_user,
+                max_tickets_per_user: Some(max_per_user),
             },
         );
         inv.add_section(

@@ -60,7 +60,7 @@ pub struct InventorySnapshot {
     pub status: EventStatus,
     pub sale_start_ms: i64,
     pub hold_ttl_seconds: u32,
-    pub max_tickets_per_user: u32,
+    pub max_tickets_per_user: Option<u32>,
     pub capacity: u32,
     pub available: u32,
     pub held: u32,

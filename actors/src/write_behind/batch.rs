@@ -54,7 +54,7 @@ pub struct EventCounts {
 pub struct EventSettings {
     pub sale_start_ms: i64,
     pub hold_ttl_seconds: u32,
-    pub max_tickets_per_user: u32,
+    pub max_tickets_per_user: Option<u32>,
 }
 
 /// Coalesced row changes, ready to be written with one bulk statement per table.

@@ -422,7 +422,11 @@ async fn update_event(
     let status = w.event.map(|e| e.status.as_str());
     let start = w.settings.map(|s| to_timestamp(s.sale_start_ms));
     let ttl = w.settings.map(|s| s.hold_ttl_seconds as i32);
-    let max = w.settings.map(|s| s.max_tickets_per_user as i32);
+    // With the rules written, the limit is written as it is — NULL included (no limit).
+    let max = w
+        .settings
+        .and_then(|s| s.max_tickets_per_user.map(|m| m as i32));
+    let settings_changed = w.settings.is_some();
     let changed = w.event.is_some() || w.settings.is_some();
     let updated = sqlx::query(
         "UPDATE events SET
@@ -430,7 +434,7 @@ async fn update_event(
              status = COALESCE($4, status),
              sale_start_time = COALESCE($5, sale_start_time),
              hold_ttl_seconds = COALESCE($6, hold_ttl_seconds),
-             max_tickets_per_user = COALESCE($7, max_tickets_per_user),
+             max_tickets_per_user = CASE WHEN $9::boolean THEN $7::int ELSE max_tickets_per_user END,
              version = version + $8::int,
              updated_at = CASE WHEN $8::int = 1 THEN now() ELSE updated_at END
          WHERE id = $1 AND owner_epoch = $2",
@@ -443,6 +447,7 @@ async fn update_event(
     .bind(ttl)
     .bind(max)
     .bind(i32::from(changed))
+    .bind(settings_changed)
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected())

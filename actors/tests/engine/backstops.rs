@@ -283,7 +283,7 @@ async fn a_decision_the_database_would_refuse_is_refused_alone_and_its_batch_mat
         Refusal::Invalid(_)
     ));
     let bad_max = SettingsUpdate {
-        max_tickets_per_user: Some(1_001),
+        max_tickets_per_user: Some(Some(1_001)),
         ..Default::default()
     };
     assert!(matches!(
