@@ -36,6 +36,7 @@ pub struct NewDiscountBody {
     /// Exactly one of percentOff (1–100) and amountOffCents.
     pub percent_off: Option<u8>,
     pub amount_off_cents: Option<i64>,
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub max_uses: u32,
     pub valid_from: Option<DateTime<Utc>>,
     pub valid_until: Option<DateTime<Utc>>,

@@ -25,6 +25,7 @@ pub struct NewVenue {
     pub name: String,
     #[serde(default)]
     pub address: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: u32,
 }
 
@@ -41,7 +42,7 @@ pub struct VenueView {
 #[into_params(parameter_in = Query)]
 pub struct VenueQuery {
     /// Page size, 1 to 100 (default 50).
-    #[param(example = 50)]
+    #[param(example = 50, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

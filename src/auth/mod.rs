@@ -33,6 +33,7 @@ pub struct RegisterBody {
     #[schema(example = "ada@example.com")]
     pub email: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     #[serde(default)]
     pub first_name: String,

@@ -79,7 +79,8 @@ fn line(r: &ExportRow) -> String {
 /// Streams an event's bookings as CSV (its organizer).
 #[utoipa::path(get, path = "/events/{id}/bookings/export", tag = "bookings", params(("id" = i64, Path)),
     security(("bearer" = [])),
-    responses((status = 200, content_type = "text/csv", body = String), (status = 403, description = "FORBIDDEN")))]
+    responses((status = 200, content_type = "text/csv", body = String), (status = 403, description = "FORBIDDEN"),
+              (status = 404, description = "EVENT_NOT_FOUND")))]
 pub async fn export(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
 #[schema(example = json!({"reservationIds": [1], "discountCode": "EARLYBIRD"}))]
 pub struct NewBooking {
     /// ACTIVE holds of one event, 1 to 64.
+    #[schema(min_items = 1, max_items = 64)]
     pub reservation_ids: Vec<i64>,
     pub discount_code: Option<String>,
 }
@@ -46,7 +47,7 @@ pub struct NewBooking {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1 to 100 (default 20).
-    #[param(example = 20)]
+    #[param(example = 20, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

@@ -84,7 +84,7 @@ pub struct EventQuery {
     /// Events before this date.
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1 to 100 (default 20).
-    #[param(example = 20)]
+    #[param(example = 20, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
