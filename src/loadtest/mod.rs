@@ -42,12 +42,36 @@ pub enum Scenario {
     Ops,
 }
 
+impl Scenario {
+    /// The name on the command line (`--scenario hot-ga`), used in every report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::HotGa => "hot-ga",
+            Scenario::Sellout => "sellout",
+            Scenario::Browse => "browse",
+            Scenario::Ops => "ops",
+        }
+    }
+}
+
+/// The server the generator loads when `--target` is not given: the one `serve` would run
+/// with the same environment (`BIND_ADDR`, an unspecified address reached on loopback).
+pub fn default_target(bind_addr: std::net::SocketAddr) -> String {
+    let ip = match bind_addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, bind_addr.port()))
+}
+
 /// `boxoffice loadtest` options.
 #[derive(Debug, clap::Args)]
 pub struct LoadtestArgs {
-    /// The server to load (loopback only in this project's scripts).
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    pub target: String,
+    /// The server to load; default: the one `serve` runs with this environment's
+    /// `BIND_ADDR` (loopback only in this project's scripts).
+    #[arg(long)]
+    pub target: Option<String>,
     #[arg(long, value_enum, default_value = "hot-ga")]
     pub scenario: Scenario,
     /// Closed loop: this many concurrent buyers, each sending when answered.
@@ -170,7 +194,25 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     }
     let pool = crate::db::connect(&settings).await?;
     let keys = Keys::new(settings.jwt_secret.expose(), 24 * 3600)?;
-    let target = args.target.trim_end_matches('/').to_string();
+    let target = args
+        .target
+        .clone()
+        .unwrap_or_else(|| default_target(settings.bind_addr))
+        .trim_end_matches('/')
+        .to_string();
+    let phase = |name: &str, what: String| {
+        if !args.json {
+            eprintln!("[{name}] {what}");
+        }
+    };
+    phase(
+        "setup",
+        format!(
+            "scenario {} against {target}: preparing the event and {} buyers",
+            args.scenario.name(),
+            args.buyers
+        ),
+    );
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(64))
         .tcp_nodelay(true)
@@ -187,7 +229,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let (plan, action) = match args.scenario {
         Scenario::HotGa | Scenario::Browse | Scenario::Ops => (
             setup::EventPlan {
-                name: format!("Load test ({:?})", args.scenario),
+                name: format!("Load test ({})", args.scenario.name()),
                 section: json!({"name": "Floor", "type": "GENERAL", "capacity": 1_000_000, "priceCents": 5000}),
                 max_tickets_per_user: 1000,
                 hold_ttl_seconds: 3600,
@@ -235,6 +277,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         })
     };
 
+    phase(
+        "run",
+        format!(
+            "event {event_id}: {} s of warm-up (not measured), then {} s measured",
+            args.warmup, args.duration
+        ),
+    );
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_memory(args.server_pid, stop_sampling.clone());
     let mut report = Report {
@@ -341,6 +390,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     report.server_memory = sampler.await.ok().flatten();
 
     // The checks: invariants, and every acknowledgement durable.
+    phase(
+        "audit",
+        format!(
+            "checking the invariants and {} acknowledged holds in PostgreSQL",
+            stats.acked_holds.len()
+        ),
+    );
     report.violations = boxoffice_engine::audit::violations(&pool, event_id).await?;
     report.missing_holds = boxoffice_engine::audit::missing_holds(&pool, &stats.acked_holds)
         .await?
@@ -387,8 +443,8 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
 
 fn print_table(r: &Report) {
     println!(
-        "scenario {:?} ({} loop, {}), {:.1} s, event {}",
-        r.scenario,
+        "scenario {} ({} loop, {}), {:.1} s, event {}",
+        r.scenario.name(),
         r.mode,
         r.rate.map_or_else(
             || format!("concurrency {}", r.concurrency.unwrap_or(0)),
@@ -455,4 +511,20 @@ fn print_table(r: &Report) {
         r.missing_bookings,
         if r.passed { "PASSED" } else { "FAILED" }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_target_is_the_server_this_environment_runs() {
+        let any: std::net::SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(default_target(any), "http://127.0.0.1:3000");
+        let local: std::net::SocketAddr = "127.0.0.2:8080".parse().unwrap();
+        assert_eq!(default_target(local), "http://127.0.0.2:8080");
+        let v6: std::net::SocketAddr = "[::]:3000".parse().unwrap();
+        assert_eq!(default_target(v6), "http://[::1]:3000");
+        assert_eq!(Scenario::HotGa.name(), "hot-ga");
+    }
 }
