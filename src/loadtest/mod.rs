@@ -200,12 +200,12 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_target(settings.bind_addr))
         .trim_end_matches('/')
         .to_string();
-    let phase = |name: &str, what: String| {
+    let announce = |name: &str, what: String| {
         if !args.json {
             eprintln!("[{name}] {what}");
         }
     };
-    phase(
+    announce(
         "setup",
         format!(
             "scenario {} against {target}: preparing the event and {} buyers",
@@ -255,7 +255,9 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
     let event_id = prepared.event_id;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let ctx = |action: Action, read_path: String, seconds: u64| {
+    // Each run measures exactly `measured` after its warm-up: --duration is split in
+    // milliseconds, never rounded to whole seconds.
+    let ctx = |action: Action, read_path: String, measured: Duration| {
         let requests = drive::Requests::new(event_id, prepared.section_id, &read_path);
         let started = Instant::now();
         let measure_from = started + Duration::from_secs(args.warmup);
@@ -268,16 +270,16 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             tokens: prepared.buyer_tokens.clone(),
             discount_code: prepared.discount_code.clone(),
             action,
-            deadline: measure_from + Duration::from_secs(seconds),
+            deadline: measure_from + measured,
             done: AtomicBool::new(false),
             sold_out_after_us: AtomicU64::new(0),
             started,
-            progress: progress(args.json, seconds),
+            progress: progress(args.json, measured.as_secs().max(1)),
             in_flight: AtomicU64::new(0),
         })
     };
 
-    phase(
+    announce(
         "run",
         format!(
             "event {event_id}: {} s of warm-up (not measured), then {} s measured",
@@ -323,7 +325,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let mut stats = Stats::default();
     if args.scenario == Scenario::Ops {
         // Four phases of equal length; bookings come first so that listing them has data.
-        let phase = (args.duration / 4).max(1);
+        let phase = Duration::from_millis(args.duration * 1000 / 4);
         let code = prepared.discount_code.clone().unwrap_or_default();
         for (name, action, path) in [
             ("confirm booking", Action::Confirm, String::new()),
@@ -353,25 +355,25 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             };
             report
                 .operations
-                .push((name.to_string(), series.summary(phase as f64)));
+                .push((name.to_string(), series.summary(phase.as_secs_f64())));
             stats.merge(s);
         }
-        report.seconds = 4.0 * phase as f64;
+        report.seconds = 4.0 * phase.as_secs_f64();
     } else if action == Action::Read {
-        let half = (args.duration / 2).max(1);
+        let half = Duration::from_millis(args.duration * 1000 / 2);
         let health = ctx(Action::Read, "/health/live".into(), half);
         let (h, _) = drive(health.clone()).await;
         health.progress.finish_and_clear();
         let inventory = ctx(Action::Read, format!("/events/{event_id}/inventory"), half);
         let (i, _) = drive(inventory.clone()).await;
         inventory.progress.finish_and_clear();
-        let secs = half as f64;
+        let secs = half.as_secs_f64();
         report.inventory_to_health_ratio = Some(i.reads.ok as f64 / h.reads.ok.max(1) as f64);
         report.health_reads = Some(h.reads.summary(secs));
         report.inventory_reads = Some(i.reads.summary(secs));
         report.seconds = 2.0 * secs;
     } else {
-        let run = ctx(action, String::new(), args.duration);
+        let run = ctx(action, String::new(), Duration::from_secs(args.duration));
         let (s, skipped) = drive(run.clone()).await;
         run.progress.finish_and_clear();
         let secs = run.measure_from.elapsed().as_secs_f64();
@@ -390,7 +392,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     report.server_memory = sampler.await.ok().flatten();
 
     // The checks: invariants, and every acknowledgement durable.
-    phase(
+    announce(
         "audit",
         format!(
             "checking the invariants and {} acknowledged holds in PostgreSQL",
