@@ -57,6 +57,7 @@ pub async fn seed(pool: &PgPool, engine: &Engine) -> anyhow::Result<i64> {
             name: "Floor".into(),
             spec: SectionSpec::General { capacity: 2000 },
             price_cents: 4500,
+            capacity_limit: None,
         },
         NewSection {
             name: "Stalls".into(),
@@ -65,6 +66,7 @@ pub async fn seed(pool: &PgPool, engine: &Engine) -> anyhow::Result<i64> {
                 seats_per_row: 50,
             },
             price_cents: 7500,
+            capacity_limit: None,
         },
     ] {
         match engine.add_section(event_id, section).await {

@@ -161,6 +161,15 @@ pub async fn create(
     Json(body): Json<NewSectionBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     access::managed_event(&state.pool, id, &auth).await?;
+    // The event's venue bounds its sections; the actor checks the sum, so two sections
+    // added at once cannot both slip under it.
+    let venue_capacity: Option<i32> = sqlx::query_scalar(
+        "SELECT v.capacity FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let capacity_limit = venue_capacity.map(|c| c.max(0) as u32);
     let section = match body {
         NewSectionBody::General {
             name,
@@ -170,6 +179,7 @@ pub async fn create(
             name,
             spec: SectionSpec::General { capacity },
             price_cents,
+            capacity_limit,
         },
         NewSectionBody::Reserved {
             name,
@@ -183,6 +193,7 @@ pub async fn create(
                 seats_per_row,
             },
             price_cents,
+            capacity_limit,
         },
     };
     let created = state.engine.add_section(id, section).await?;

@@ -30,6 +30,7 @@ fn inventory(spec: SectionSpec) -> Inventory {
             name: "S".into(),
             spec,
             price_cents: 5000,
+            capacity_limit: None,
         },
         &ids,
     )

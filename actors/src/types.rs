@@ -350,6 +350,10 @@ pub struct NewSection {
     pub name: String,
     pub spec: SectionSpec,
     pub price_cents: i64,
+    /// The most seats the event's sections may add up to with this one (its venue's
+    /// capacity), checked by the event's actor so that two sections added at once cannot
+    /// both slip under it. `None`: no venue, no limit.
+    pub capacity_limit: Option<u32>,
 }
 
 /// A request to add a discount code to an event.

@@ -287,6 +287,7 @@ fn new_inventory() -> Inventory {
             capacity: GENERAL_CAPACITY,
         },
         price_cents: 5000,
+        capacity_limit: None,
     };
     inv.add_section(GENERAL, general, &[]).unwrap();
     let seat_ids: Vec<i64> = (0..SEATS as i64).map(|i| FIRST_SEAT + i).collect();
@@ -300,6 +301,7 @@ fn new_inventory() -> Inventory {
             name: "Stalls".into(),
             spec,
             price_cents: 8000,
+            capacity_limit: None,
         },
         &seat_ids,
     )

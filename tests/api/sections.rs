@@ -99,3 +99,60 @@ async fn a_draft_events_inventory_is_private() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn sections_may_not_seat_more_than_the_venue_even_when_added_at_once() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let venue = data(
+        app.post(
+            "/venues",
+            Some(&organizer),
+            json!({"name": "Small Hall", "capacity": 100}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let event = data(
+        app.post(
+            "/events",
+            Some(&organizer),
+            json!({"eventName": "Intimate", "eventDate": "2030-06-01T20:00:00Z",
+                   "saleStartTime": "2030-05-01T00:00:00Z", "venueId": venue}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/events/{event}/sections");
+    let general = |name: &str, capacity: u32| json!({"name": name, "type": "GENERAL", "capacity": capacity, "priceCents": 100});
+    // Two sections of 60 at once: the venue holds 100, so exactly one of them fits.
+    let (a, b) = tokio::join!(
+        app.post(&path, Some(&organizer), general("A", 60)),
+        app.post(&path, Some(&organizer), general("B", 60)),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 422]);
+    let refused = if a.status() == 422 { a } else { b };
+    let message = crate::helpers::error_message(refused).await;
+    assert!(
+        message.contains("120") && message.contains("100"),
+        "{message}"
+    );
+    // 60 + 4 × 10 = 100 fits exactly.
+    let seated = app
+        .post(
+            &path,
+            Some(&organizer),
+            json!({"name": "Stalls", "type": "RESERVED", "rows": 4, "seatsPerRow": 10, "priceCents": 100}),
+        )
+        .await;
+    assert_eq!(seated.status(), 201);
+    let more = app.post(&path, Some(&organizer), general("C", 1)).await;
+    assert_eq!(more.status(), 422);
+    app.stop().await.unwrap();
+}

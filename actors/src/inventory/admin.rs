@@ -54,7 +54,32 @@ impl Inventory {
         ) {
             return Err(Refusal::EventClosed(self.rules.status));
         }
-        match new.spec {
+        self.validate_spec(&new.spec)?;
+        if let Some(limit) = new.capacity_limit {
+            let total = self.capacity_total() + Self::capacity_of(&new.spec);
+            if total > limit {
+                return Err(Refusal::Invalid(format!(
+                    "the event's sections would seat {total}, more than its venue's capacity of {limit}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The seats or tickets a section of this spec holds.
+    fn capacity_of(spec: &SectionSpec) -> u32 {
+        match *spec {
+            SectionSpec::General { capacity } => capacity,
+            SectionSpec::Seated {
+                rows,
+                seats_per_row,
+            } => rows.saturating_mul(seats_per_row),
+        }
+    }
+
+    /// Checks a section's size against the limits.
+    fn validate_spec(&self, spec: &SectionSpec) -> Result<(), Refusal> {
+        match *spec {
             SectionSpec::General { capacity }
                 if !(1..=MAX_GENERAL_CAPACITY).contains(&capacity) =>
             {
@@ -332,6 +357,7 @@ mod tests {
             name: "Floor".into(),
             spec: SectionSpec::General { capacity: 5 },
             price_cents: 1,
+            capacity_limit: None,
         };
         assert_eq!(inv.validate_section(&dup), Err(Refusal::SectionExists));
         let huge = NewSection {
@@ -341,6 +367,7 @@ mod tests {
                 seats_per_row: 1000,
             },
             price_cents: 1,
+            capacity_limit: None,
         };
         assert!(matches!(
             inv.validate_section(&huge),

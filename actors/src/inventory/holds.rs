@@ -464,6 +464,7 @@ mod tests {
                 seats_per_row: 2,
             },
             price_cents: 100,
+            capacity_limit: None,
         };
         inv.add_section(3, balcony, &[2000, 2001]).unwrap();
         let seats = |ids: Vec<i64>| HoldRequest {

@@ -351,6 +351,7 @@ pub(crate) mod test_support {
                 name: "Floor".into(),
                 spec: SectionSpec::General { capacity: general },
                 price_cents: 5000,
+                capacity_limit: None,
             },
             &[],
         )
@@ -365,6 +366,7 @@ pub(crate) mod test_support {
                     seats_per_row: per_row,
                 },
                 price_cents: 8000,
+                capacity_limit: None,
             },
             &seat_ids,
         )

@@ -268,6 +268,7 @@ async fn a_decision_the_database_would_refuse_is_refused_alone_and_its_batch_mat
         name: "Floor".into(),
         spec: SectionSpec::General { capacity: 1 },
         price_cents: 1,
+        capacity_limit: None,
     };
     assert_eq!(
         refusal(e.add_section(event, dup).await),

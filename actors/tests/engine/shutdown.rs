@@ -44,6 +44,7 @@ async fn shutdown_with_stuck_actors_ends_at_its_one_deadline() {
                     name: "Floor".into(),
                     spec: boxoffice_engine::types::SectionSpec::General { capacity: 10 },
                     price_cents: 100,
+                    capacity_limit: None,
                 },
             )
             .await

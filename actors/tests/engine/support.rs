@@ -71,6 +71,7 @@ impl Fixture {
             name: name.into(),
             spec: SectionSpec::General { capacity },
             price_cents: 5000,
+            capacity_limit: None,
         };
         self.engine
             .add_section(self.event_id, section)
@@ -89,6 +90,7 @@ impl Fixture {
             name: name.into(),
             spec,
             price_cents: 8000,
+            capacity_limit: None,
         };
         self.engine
             .add_section(self.event_id, section)
