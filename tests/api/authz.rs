@@ -34,14 +34,7 @@ async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> u16 {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap().status().as_u16()
+    answer(app, method, path, token, body).await.0
 }
 
 #[tokio::test]

@@ -196,6 +196,21 @@ impl TestApp {
         data(r).await["id"].as_i64().unwrap()
     }
 
+    /// POSTs a seat list far over the body limit (`MAX_BODY_BYTES`).
+    pub async fn post_oversized(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(format!(
+                "{{\"type\":\"SEATS\",\"seatIds\":[{}1]}}",
+                "1,".repeat(40_000)
+            ))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// An event on sale with a GENERAL section of `general` tickets and a RESERVED section
     /// of `rows` × `per_row` seats. Returns (event id, general section id, reserved section id).
     pub async fn event_on_sale(

@@ -283,17 +283,8 @@ async fn answers_from_every_layer_are_counted_under_their_route() {
     let (_, organizer) = app.user("ORGANIZER").await;
     let (event_id, _, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
     let huge = app
-        .client
-        .post(format!("{}/events/{event_id}/reservations", app.address))
-        .bearer_auth(&organizer)
-        .header("content-type", "application/json")
-        .body(format!(
-            "{{\"type\":\"SEATS\",\"seatIds\":[{}1]}}",
-            "1,".repeat(40_000)
-        ))
-        .send()
-        .await
-        .unwrap();
+        .post_oversized(&format!("/events/{event_id}/reservations"), &organizer)
+        .await;
     assert_eq!(huge.status(), 413);
     let unauthorized = app.get("/auth/me").await;
     assert_eq!(unauthorized.status(), 401);

@@ -186,18 +186,7 @@ async fn seats_best_available_and_every_refusal_code() {
         assert_eq!(r.status(), status, "{body}");
         assert_eq!(error_code(r).await, code, "{body}");
     }
-    let huge = app
-        .client
-        .post(format!("{}{path}", app.address))
-        .bearer_auth(&third)
-        .header("content-type", "application/json")
-        .body(format!(
-            "{{\"type\":\"SEATS\",\"seatIds\":[{}1]}}",
-            "1,".repeat(40_000)
-        ))
-        .send()
-        .await
-        .unwrap();
+    let huge = app.post_oversized(&path, &third).await;
     // Refused in the API's error body, whatever layer sees it first.
     assert_eq!(huge.status(), 413);
     assert_eq!(error_code(huge).await, "PAYLOAD_TOO_LARGE");
