@@ -26,7 +26,7 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, v
         discounts::create, discounts::validate,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
-    modifiers(&BearerAuth, &ErrorResponses),
+    modifiers(&BearerAuth, &ErrorResponses, &ClosedVariants),
     tags((name = "auth"), (name = "venues"), (name = "events"), (name = "sections"),
          (name = "reservations"), (name = "bookings"), (name = "discounts"), (name = "health")),
 )]
@@ -140,6 +140,36 @@ impl Modify for ErrorResponses {
                             *response = error_response(&response.description);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The request bodies that are tagged enums refuse unknown fields (`deny_unknown_fields`)
+/// in every variant, but utoipa marks only structs so: this closes each variant's object
+/// (`additionalProperties: false`) to say what the server does.
+struct ClosedVariants;
+
+/// Tagged-enum request bodies whose variants take no other fields.
+const CLOSED_TAGGED_BODIES: &[&str] = &["ReservationBody", "NewSectionBody"];
+
+impl Modify for ClosedVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        use utoipa::openapi::RefOr;
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in CLOSED_TAGGED_BODIES {
+            let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(*name) else {
+                continue;
+            };
+            for variant in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
                 }
             }
         }
