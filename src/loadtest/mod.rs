@@ -282,8 +282,8 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     announce(
         "run",
         format!(
-            "event {event_id}: {} s of warm-up (not measured), then {} s measured",
-            args.warmup, args.duration
+            "event {event_id}: {} s measured in all, each measured part after {} s of warm-up",
+            args.duration, args.warmup
         ),
     );
     let stop_sampling = Arc::new(AtomicBool::new(false));

@@ -10,9 +10,10 @@ use serde_json::json;
 
 use crate::helpers::{data, spawn_app, spawn_app_with, test_settings};
 
-#[tokio::test]
-async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
-    // The app's own worker is off: this test runs the rounds itself.
+/// An app whose own job worker is off (the test runs the rounds itself), with one booking
+/// made and only its confirmation job due (the analytics job parked an hour ahead).
+/// Returns the app and the booking's reference.
+async fn app_with_one_due_job() -> (crate::helpers::TestApp, String) {
     let db = boxoffice_engine::testdb::TestDb::create().await;
     let mut settings = test_settings(&db);
     settings.outbox_worker = false;
@@ -20,6 +21,25 @@ async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
     let (_, organizer) = app.user("ORGANIZER").await;
     let (_, buyer) = app.user("CUSTOMER").await;
     let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
+    let hold = app.hold(&buyer, event_id, general, 1).await;
+    let booked = app
+        .post("/bookings", Some(&buyer), json!({"reservationIds": [hold]}))
+        .await;
+    assert_eq!(booked.status(), 201);
+    let reference = data(booked).await["bookingReference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE kind <> 'booking.confirmed'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    (app, reference)
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
+    let (app, _) = app_with_one_due_job().await;
 
     // A webhook that fails twice, then accepts.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -42,16 +62,7 @@ async fn a_failing_webhook_is_retried_with_backoff_until_it_succeeds() {
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
 
-    let hold = app.hold(&buyer, event_id, general, 1).await;
-    // Park the analytics job; deliver only the confirmation job, round by round.
-    let booked = app
-        .post("/bookings", Some(&buyer), json!({"reservationIds": [hold]}))
-        .await;
-    assert_eq!(booked.status(), 201);
-    sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE kind <> 'booking.confirmed'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    // Deliver the confirmation job round by round.
     let delivery = Delivery::new(Some(hook_url), None).unwrap();
     let job = |pool: sqlx::PgPool| async move {
         sqlx::query_as::<_, (String, i32, Option<String>, bool)>(
@@ -170,26 +181,7 @@ async fn https_receiver() -> (u16, String, tokio::sync::mpsc::UnboundedReceiver<
 
 #[tokio::test]
 async fn jobs_reach_an_https_webhook_whose_certificate_is_verified() {
-    let db = boxoffice_engine::testdb::TestDb::create().await;
-    let mut settings = test_settings(&db);
-    settings.outbox_worker = false;
-    let app = spawn_app_with(db, settings).await;
-    let (_, organizer) = app.user("ORGANIZER").await;
-    let (_, buyer) = app.user("CUSTOMER").await;
-    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 4).await;
-    let hold = app.hold(&buyer, event_id, general, 1).await;
-    let booked = app
-        .post("/bookings", Some(&buyer), json!({"reservationIds": [hold]}))
-        .await;
-    assert_eq!(booked.status(), 201);
-    let reference = data(booked).await["bookingReference"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE kind <> 'booking.confirmed'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    let (app, reference) = app_with_one_due_job().await;
     let (port, ca_pem, mut received) = https_receiver().await;
     let url = format!("https://localhost:{port}/hook");
     let status = |pool: sqlx::PgPool| async move {

@@ -54,7 +54,7 @@ impl Inventory {
         ) {
             return Err(Refusal::EventClosed(self.rules.status));
         }
-        self.validate_spec(&new.spec)?;
+        Self::validate_spec(&new.spec)?;
         if let Some(limit) = new.capacity_limit {
             let total = self.capacity_total() + Self::capacity_of(&new.spec);
             if total > limit {
@@ -78,7 +78,7 @@ impl Inventory {
     }
 
     /// Checks a section's size against the limits.
-    fn validate_spec(&self, spec: &SectionSpec) -> Result<(), Refusal> {
+    fn validate_spec(spec: &SectionSpec) -> Result<(), Refusal> {
         match *spec {
             SectionSpec::General { capacity }
                 if !(1..=MAX_GENERAL_CAPACITY).contains(&capacity) =>

@@ -1,6 +1,6 @@
 //! Bookings: turning ACTIVE holds into a paid booking, and cancelling a booking.
 
-use super::{BookingRow, Change, Decision, Inventory, KeyedBooking, SeatOwner};
+use super::{same_request, BookingRow, Change, Decision, Inventory, KeyedBooking, SeatOwner};
 use crate::error::Refusal;
 use crate::limits::MAX_HOLDS_PER_BOOKING;
 use crate::types::{
@@ -80,13 +80,7 @@ impl Inventory {
         let Some(first) = self.booking_keys.get(&(buyer, key.clone())) else {
             return Ok(None);
         };
-        if first
-            .fingerprint
-            .as_deref()
-            .is_some_and(|f| Some(f) != fingerprint)
-        {
-            return Err(Refusal::IdempotencyKeyReused);
-        }
+        same_request(first.fingerprint.as_deref(), fingerprint)?;
         Ok(Some(BookingOutcome {
             booking: self.bookings[&first.booking_id].clone(),
             replayed: true,

@@ -1,6 +1,6 @@
 //! Holds: taking tickets or seats out of sale for a while, releasing them, expiring them.
 
-use super::{Change, Decision, Hold, HoldRow, Inventory, KeyedHold, SeatOwner};
+use super::{same_request, Change, Decision, Hold, HoldRow, Inventory, KeyedHold, SeatOwner};
 use crate::error::Refusal;
 use crate::limits::MAX_TICKETS_PER_REQUEST;
 use crate::types::{
@@ -62,13 +62,7 @@ impl Inventory {
         let Some(first) = self.hold_keys.get(&(request.user_id, key.clone())) else {
             return Ok(None);
         };
-        if first
-            .fingerprint
-            .as_deref()
-            .is_some_and(|f| Some(f) != fingerprint)
-        {
-            return Err(Refusal::IdempotencyKeyReused);
-        }
+        same_request(first.fingerprint.as_deref(), fingerprint)?;
         Ok(Some(HoldOutcome {
             hold: first.view.clone(),
             replayed: true,

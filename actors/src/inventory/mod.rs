@@ -169,6 +169,16 @@ pub(crate) struct KeyedBooking {
     pub booking_id: BookingId,
 }
 
+/// Whether a keyed request is the one its key was first used for: refused as
+/// `IdempotencyKeyReused` when the stored fingerprint differs. Rows stored before
+/// fingerprints were kept (`stored` is `None`) are taken as the same request.
+pub(crate) fn same_request(stored: Option<&str>, asked: Option<&str>) -> Result<(), Refusal> {
+    match stored {
+        Some(stored) if Some(stored) != asked => Err(Refusal::IdempotencyKeyReused),
+        _ => Ok(()),
+    }
+}
+
 /// The inventory of one event.
 #[derive(Clone, Debug)]
 pub struct Inventory {
