@@ -24,7 +24,13 @@ pub enum Command {
     Migrate,
     /// Seed a demo organizer, buyer (test@example.com / password), venue and an event on
     /// sale with GENERAL and RESERVED sections.
-    SeedDemo,
+    SeedDemo {
+        /// Seed what load-test.yml (the performance guide's Artillery scenario) posts to
+        /// instead: event 123 with GENERAL section 1, no per-buyer limit. Needs a fresh
+        /// database, since the scenario names fixed ids.
+        #[arg(long)]
+        artillery: bool,
+    },
     /// Drive an on-sale burst against a running server and check the result in PostgreSQL
     /// (needs the server's DATABASE_URL and JWT_SECRET).
     Loadtest(crate::loadtest::LoadtestArgs),
@@ -65,13 +71,23 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
-        Command::SeedDemo => {
+        Command::SeedDemo { artillery } => {
             let pool = db::prepare(&settings).await?;
             let engine =
                 boxoffice_engine::Engine::start(pool.clone(), settings.engine.clone()).await?;
-            let event_id = demo::seed(&pool, &engine).await?;
+            let seeded = if artillery {
+                demo::seed_artillery(&pool, &engine).await
+            } else {
+                demo::seed(&pool, &engine).await
+            };
             engine.shutdown().await;
-            println!("demo event {event_id} is on sale; buyer test@example.com / password, organizer organizer@example.com / organizer-password");
+            let event_id = seeded?;
+            if artillery {
+                println!("event {event_id} (GENERAL section {}, {} tickets, no per-buyer limit) is on sale for load-test.yml; buyer test@example.com / password",
+                         demo::ARTILLERY_SECTION_ID, demo::ARTILLERY_CAPACITY);
+            } else {
+                println!("demo event {event_id} is on sale; buyer test@example.com / password, organizer organizer@example.com / organizer-password");
+            }
             Ok(())
         }
         Command::Loadtest(args) => crate::loadtest::run(args, settings).await,

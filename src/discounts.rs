@@ -32,12 +32,17 @@ pub fn routes() -> Router<AppState> {
 #[schema(example = json!({"code": "EARLYBIRD", "percentOff": 10, "maxUses": 100, "validUntil": "2030-06-01T00:00:00Z"}))]
 pub struct NewDiscountBody {
     /// 1 to 32 letters, digits, '-' or '_'; case-insensitive.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
     pub code: String,
-    /// Exactly one of percentOff (1–100) and amountOffCents.
+    /// 1 to 100; exactly one of percentOff and amountOffCents.
+    #[schema(minimum = 1, maximum = 100)]
     pub percent_off: Option<u8>,
+    /// 1 to 100,000,000; exactly one of percentOff and amountOffCents.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub amount_off_cents: Option<i64>,
     #[schema(minimum = 1, maximum = 10_000_000)]
     pub max_uses: u32,
+    /// Before `validUntil` when both are given.
     pub valid_from: Option<DateTime<Utc>>,
     pub valid_until: Option<DateTime<Utc>>,
 }
@@ -92,8 +97,8 @@ pub struct Validation {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct ValidateQuery {
-    /// The code, any case.
-    #[param(example = "EARLYBIRD")]
+    /// The code, any case: 1 to 32 letters, digits, '-' or '_'.
+    #[param(example = "EARLYBIRD", pattern = "^[A-Za-z0-9_-]{1,32}$")]
     pub code: String,
     /// The event the code is for.
     #[param(example = 1)]
@@ -108,7 +113,9 @@ fn cache_key(event_id: i64, code: &str) -> String {
 #[utoipa::path(post, path = "/events/{id}/discounts", tag = "discounts", params(("id" = i64, Path)),
     request_body = NewDiscountBody, security(("bearer" = [])),
     responses((status = 201, body = Data<DiscountView>), (status = 403, description = "FORBIDDEN"),
-              (status = 409, description = "DISCOUNT_EXISTS"), (status = 422, description = "VALIDATION_FAILED")))]
+              (status = 404, description = "EVENT_NOT_FOUND"),
+              (status = 409, description = "DISCOUNT_EXISTS, EVENT_CLOSED, LIMIT_REACHED (codes per event)"),
+              (status = 422, description = "VALIDATION_FAILED")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -148,10 +155,12 @@ pub async fn validate(
     _auth: AuthUser,
     Query(q): Query<ValidateQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let code = q.code.trim().to_uppercase();
-    if code.is_empty() || code.len() > 64 {
-        return Err(ApiError::validation("code has 1 to 64 characters"));
+    if !boxoffice_engine::limits::is_discount_code(&q.code) {
+        return Err(ApiError::validation(
+            "code has 1 to 32 letters, digits, '-' or '_'",
+        ));
     }
+    let code = q.code.to_uppercase();
     let key = cache_key(q.event_id, &code);
     let found: Option<DiscountView> = state
         .cache

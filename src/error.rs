@@ -202,6 +202,11 @@ impl From<sqlx::Error> for ApiError {
                     message: "the database is unavailable; retry shortly".into(),
                 }
             }
+            // 22021: a text value PostgreSQL cannot store (a NUL character). The schema's
+            // patterns exclude it from every stored text field; this is the backstop.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                ApiError::validation("text may not contain the NUL character (U+0000)")
+            }
             _ => ApiError::Internal(e.into()),
         }
     }

@@ -2,15 +2,22 @@
 //! type or a bad path segment becomes `{"error": {"code", "message"}}` with a stable code,
 //! never axum's plain-text rejection.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
 /// A JSON body.
+///
+/// A number with a zero fraction (`2.0`, `1e3`) is accepted where a whole number is
+/// expected: JSON does not tell them apart, and neither does JSON Schema (`2.0` is an
+/// `integer` there), so a client generated from the OpenAPI document may send either. The
+/// body is first read the fast way; only when that fails is it read again with such numbers
+/// made whole, so the common case pays nothing.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -21,11 +28,68 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(JsonRejection::JsonDataError(e)) => whole_numbers_made_whole(&bytes)
+                .and_then(|value| serde_json::from_value(value).ok())
+                .map(Json)
+                .ok_or_else(|| json_rejection(JsonRejection::JsonDataError(e))),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, parameters (charset) ignored — what
+/// axum's own JSON extractor accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// The body with every float that has no fraction turned into a whole number, or `None`
+/// when there was none (then a second reading could not succeed where the first failed).
+fn whole_numbers_made_whole(bytes: &[u8]) -> Option<serde_json::Value> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Exactly representable whole numbers only: ±2^53.
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *value = serde_json::Value::from(f as i64);
+                    true
+                } else {
+                    false
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) | c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| walk(v) | c),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    walk(&mut value).then_some(value)
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -169,6 +233,9 @@ where
     }
 }
 
+/// The pattern the OpenAPI document gives the `Idempotency-Key` header.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
 /// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
 pub struct IdempotencyKey(pub Option<String>);
 
@@ -179,10 +246,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(IdempotencyKey(None));
         };
-        let key =
-            value.to_str().ok().map(str::trim).filter(|k| {
-                (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
-            });
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
         match key {
             Some(k) => Ok(IdempotencyKey(Some(k.to_string()))),
             None => Err(ApiError::new(
@@ -196,7 +263,36 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use super::plain;
+    use super::{is_json, plain, whole_numbers_made_whole};
+
+    #[test]
+    fn whole_floats_become_whole_numbers_and_fractions_stay() {
+        let v =
+            whole_numbers_made_whole(br#"{"quantity": 2.0, "ids": [1e3, 7], "x": {"y": -4.0}}"#)
+                .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"quantity": 2, "ids": [1000, 7], "x": {"y": -4}})
+        );
+        assert!(whole_numbers_made_whole(br#"{"quantity": 2.5}"#).is_none());
+        assert!(whole_numbers_made_whole(br#"{"quantity": 2}"#).is_none());
+        assert!(whole_numbers_made_whole(br#"{"quantity": 1e300}"#).is_none());
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/problem+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/jsonx"));
+        assert!(!is_json(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn messages_speak_the_api_not_rust() {

@@ -26,7 +26,7 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, v
         discounts::create, discounts::validate,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
-    modifiers(&BearerAuth, &ErrorResponses, &ClosedVariants),
+    modifiers(&BearerAuth, &ErrorResponses, &ClosedVariants, &UniqueItems, &DiscountAmount),
     tags((name = "auth"), (name = "venues"), (name = "events"), (name = "sections"),
          (name = "reservations"), (name = "bookings"), (name = "discounts"), (name = "health")),
 )]
@@ -176,6 +176,152 @@ impl Modify for ClosedVariants {
     }
 }
 
+/// Lists whose items the server refuses to see twice: utoipa's derive has no
+/// `uniqueItems`, so it is set here on the named properties (in every variant of a tagged
+/// body).
+struct UniqueItems;
+
+const UNIQUE_ITEMS: &[(&str, &str)] = &[
+    ("NewBooking", "reservationIds"),
+    ("ReservationBody", "seatIds"),
+];
+
+impl Modify for UniqueItems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Schema};
+        use utoipa::openapi::RefOr;
+
+        fn mark(schema: &mut RefOr<Schema>, property: &str) {
+            match schema {
+                RefOr::T(Schema::Object(object)) => {
+                    if let Some(RefOr::T(Schema::Array(array))) =
+                        object.properties.get_mut(property)
+                    {
+                        array.unique_items = true;
+                        debug_assert!(!matches!(array.items, ArrayItems::False));
+                    }
+                }
+                RefOr::T(Schema::OneOf(one_of)) => {
+                    for variant in &mut one_of.items {
+                        mark(variant, property);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, property) in UNIQUE_ITEMS {
+            if let Some(schema) = components.schemas.get_mut(*name) {
+                mark(schema, property);
+            }
+        }
+    }
+}
+
+/// A discount takes exactly one of `percentOff` and `amountOffCents`. The struct has both
+/// as optional fields (so that a body with neither or both gets a message saying so); this
+/// states the rule in the schema, as `oneOf` two required sets.
+struct DiscountAmount;
+
+impl Modify for DiscountAmount {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+        use utoipa::openapi::RefOr;
+
+        let Some(RefOr::T(Schema::Object(object))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("NewDiscountBody"))
+        else {
+            return;
+        };
+        // Each branch requires its field (not null) and allows the other only as null.
+        let branch = |given: &str, other: &str| {
+            let mut branch = object.clone();
+            if let Some(RefOr::T(Schema::Object(field))) = branch.properties.get_mut(given) {
+                field.schema_type = SchemaType::Type(Type::Integer);
+            }
+            branch.properties.insert(
+                other.to_string(),
+                ObjectBuilder::new().schema_type(Type::Null).into(),
+            );
+            branch.required.push(given.to_string());
+            branch
+        };
+        let with_percent = branch("percentOff", "amountOffCents");
+        let with_amount = branch("amountOffCents", "percentOff");
+        let description = object.description.clone();
+        let mut one_of = OneOfBuilder::new()
+            .item(Schema::Object(with_percent))
+            .item(Schema::Object(with_amount))
+            .description(description)
+            .build();
+        one_of.example = object.example.clone();
+        *openapi
+            .components
+            .as_mut()
+            .expect("components exist")
+            .schemas
+            .get_mut("NewDiscountBody")
+            .expect("checked above") = RefOr::T(Schema::OneOf(one_of));
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxoffice_engine::limits;
+
+    /// Every `pattern` in the document, with where it is.
+    fn patterns(value: &serde_json::Value, at: &str, found: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("pattern", serde_json::Value::String(p)) => {
+                            found.push((at.to_string(), p.clone()))
+                        }
+                        _ => patterns(v, &format!("{at}/{key}"), found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    patterns(v, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The attributes must spell patterns as literals; this holds each to the constant the
+    /// handlers' checks are written against, so the two cannot drift apart.
+    #[test]
+    fn every_pattern_in_the_document_is_one_the_handlers_check() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        patterns(&doc, "", &mut found);
+        let known = [
+            limits::NAME_PATTERN,
+            limits::TEXT_PATTERN,
+            limits::DISCOUNT_CODE_PATTERN,
+            crate::pagination::CURSOR_PATTERN,
+            crate::auth::EMAIL_PATTERN,
+            crate::extract::IDEMPOTENCY_KEY_PATTERN,
+            crate::events::STATUS_PATTERN,
+        ];
+        assert!(found.len() >= 12, "{found:?}");
+        for (at, pattern) in &found {
+            assert!(known.contains(&pattern.as_str()), "{at}: {pattern}");
+        }
+        for pattern in known {
+            assert!(found.iter().any(|(_, p)| p == pattern), "{pattern} unused");
+        }
+    }
 }

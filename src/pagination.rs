@@ -50,9 +50,29 @@ pub fn trim_page<T>(
     rows.last().map(cursor_of)
 }
 
+/// What a cursor looks like: base64url (no padding) of 16 bytes, the sort key and the id.
+/// Every string of this form is a valid cursor and no other is, so the OpenAPI document can
+/// say exactly what the server accepts.
+pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{22}$";
+
+/// Base64url without padding that ignores the unused low bits of the last character, so
+/// that every 22-character string of the alphabet decodes to 16 bytes.
+const CURSOR_CODEC: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// The earliest and latest instants a cursor may name; PostgreSQL's `timestamptz` cannot go
+/// as far as 64 bits of microseconds, and a cursor past every row simply ends the listing.
+const CURSOR_TIME_MICROS: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000_000..=253_402_300_799_999_999; // 0001-01-01 ..= 9999-12-31T23:59:59.999999
+
 /// The cursor after a row sorted by (time, id).
 pub fn time_id_cursor(at: DateTime<Utc>, id: i64) -> String {
-    encode(&format!("{}:{id}", at.timestamp_micros()))
+    encode(at.timestamp_micros(), id)
 }
 
 /// Parses a [`time_id_cursor`].
@@ -62,34 +82,40 @@ pub fn parse_time_id_cursor(
     let Some(cursor) = cursor else {
         return Ok(None);
     };
-    let text = decode(cursor)?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| invalid())?)
-        .ok_or_else(invalid)?;
-    Ok(Some((at, id.parse().map_err(|_| invalid())?)))
+    let (micros, id) = decode(cursor)?;
+    let micros = micros.clamp(*CURSOR_TIME_MICROS.start(), *CURSOR_TIME_MICROS.end());
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    Ok(Some((at, id)))
 }
 
 /// The cursor after a row sorted by id.
 pub fn id_cursor(id: i64) -> String {
-    encode(&id.to_string())
+    encode(0, id)
 }
 
 /// Parses an [`id_cursor`].
 pub fn parse_id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    cursor
-        .map(|c| decode(c)?.parse().map_err(|_| invalid()))
-        .transpose()
+    cursor.map(|c| decode(c).map(|(_, id)| id)).transpose()
 }
 
-fn encode(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+fn encode(key: i64, id: i64) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&key.to_be_bytes());
+    bytes[8..].copy_from_slice(&id.to_be_bytes());
+    CURSOR_CODEC.encode(bytes)
 }
 
-fn decode(cursor: &str) -> Result<String, ApiError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| invalid())?;
-    String::from_utf8(bytes).map_err(|_| invalid())
+fn decode(cursor: &str) -> Result<(i64, i64), ApiError> {
+    if cursor.len() != 22 {
+        return Err(invalid());
+    }
+    let bytes = CURSOR_CODEC.decode(cursor).map_err(|_| invalid())?;
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| invalid())?;
+    let (key, id) = bytes.split_at(8);
+    Ok((
+        i64::from_be_bytes(key.try_into().expect("8 bytes")),
+        i64::from_be_bytes(id.try_into().expect("8 bytes")),
+    ))
 }
 
 fn invalid() -> ApiError {
@@ -105,16 +131,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
+    fn cursors_round_trip_and_only_the_documented_form_is_accepted() {
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
         let c = time_id_cursor(at, 42);
         assert_eq!(parse_time_id_cursor(Some(&c)).unwrap(), Some((at, 42)));
         assert_eq!(parse_id_cursor(Some(&id_cursor(7))).unwrap(), Some(7));
+        assert_eq!(parse_id_cursor(Some(&id_cursor(-7))).unwrap(), Some(-7));
         assert_eq!(parse_id_cursor(None).unwrap(), None);
-        for bad in ["", "!!", &id_cursor(7)] {
-            assert!(parse_time_id_cursor(Some(bad)).is_err(), "{bad}");
+        let pattern = |s: &str| {
+            s.len() == 22
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        assert!(pattern(&c) && pattern(&id_cursor(i64::MAX)) && CURSOR_PATTERN.contains("{22}"));
+        // Any string of the documented form is a cursor; times beyond what can be stored
+        // are brought within range rather than refused.
+        for any in [
+            "AAAAAAAAAAAAAAAAAAAAAA",
+            "__________________________"[..22].as_ref(),
+            "zZ9-_aZ09azAZ-_09azAZx",
+        ] {
+            assert!(parse_time_id_cursor(Some(any)).is_ok(), "{any}");
+            assert!(parse_id_cursor(Some(any)).is_ok(), "{any}");
         }
-        assert!(parse_id_cursor(Some(&c)).is_err());
+        for bad in [
+            "",
+            "!!",
+            "AAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAA+",
+        ] {
+            assert!(parse_time_id_cursor(Some(bad)).is_err(), "{bad}");
+            assert!(parse_id_cursor(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -32,15 +32,26 @@ pub fn routes() -> Router<AppState> {
 pub enum ReservationBody {
     /// `quantity` tickets of a GENERAL section.
     #[serde(rename_all = "camelCase")]
-    General { section_id: i64, quantity: u32 },
+    General {
+        section_id: i64,
+        /// 1 to 100 (and within the event's per-buyer limit).
+        #[schema(minimum = 1, maximum = 100)]
+        quantity: u32,
+    },
     /// These seats of one RESERVED section.
     #[serde(rename_all = "camelCase")]
-    Seats { seat_ids: Vec<i64> },
+    Seats {
+        /// 1 to 100 seats, each listed once.
+        #[schema(min_items = 1, max_items = 100)]
+        seat_ids: Vec<i64>,
+    },
     /// The best `quantity` adjacent seats of a RESERVED section; `allowSplit` accepts
     /// non-adjacent seats when no row has them together.
     #[serde(rename_all = "camelCase")]
     BestAvailable {
         section_id: i64,
+        /// 1 to 100 (and within the event's per-buyer limit).
+        #[schema(minimum = 1, maximum = 100)]
         quantity: u32,
         #[serde(default)]
         allow_split: bool,
@@ -96,10 +107,12 @@ fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
 /// Holds tickets or seats. Answered only once the hold is durable. With an
 /// `Idempotency-Key`, a retry gets the first answer (`Idempotent-Replayed: true`).
 #[utoipa::path(post, path = "/events/{id}/reservations", tag = "reservations", params(("id" = i64, Path),
-    ("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a retry")),
+    ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters, naming this request: a retry with the same key replays the first answer")),
     request_body = ReservationBody, security(("bearer" = [])),
     responses((status = 201, body = Data<ReservationView>),
-              (status = 409, description = "SOLD_OUT, SEAT_UNAVAILABLE, SALE_NOT_OPEN, TICKET_LIMIT"),
+              (status = 404, description = "EVENT_NOT_FOUND, SECTION_NOT_FOUND, SEAT_NOT_FOUND"),
+              (status = 409, description = "SOLD_OUT, SEAT_UNAVAILABLE, SALE_NOT_OPEN, EVENT_CLOSED, TICKET_LIMIT, WRONG_SECTION_TYPE"),
               (status = 422, description = "VALIDATION_FAILED"),
               (status = 503, description = "OVERLOADED, with Retry-After")))]
 pub async fn create(

@@ -30,17 +30,36 @@ pub fn routes() -> Router<AppState> {
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 #[schema(example = json!({"name": "Stalls", "type": "RESERVED", "rows": 10, "seatsPerRow": 20, "priceCents": 8000}))]
 pub enum NewSectionBody {
+    /// Sold by quantity.
     #[serde(rename_all = "camelCase")]
     General {
+        /// 1 to 100 characters, not only blanks; unique in the event.
+        #[schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000]*[^ \t\r\n\u0000][^\u0000]*$"
+        )]
         name: String,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         capacity: u32,
+        #[schema(minimum = 0, maximum = 100_000_000)]
         price_cents: i64,
     },
+    /// Sold by seat: `rows` × `seatsPerRow` seats, at most 200,000 in all.
     #[serde(rename_all = "camelCase")]
     Reserved {
+        /// 1 to 100 characters, not only blanks; unique in the event.
+        #[schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000]*[^ \t\r\n\u0000][^\u0000]*$"
+        )]
         name: String,
+        #[schema(minimum = 1, maximum = 1_000)]
         rows: u32,
+        #[schema(minimum = 1, maximum = 1_000)]
         seats_per_row: u32,
+        #[schema(minimum = 0, maximum = 100_000_000)]
         price_cents: i64,
     },
 }
@@ -153,7 +172,9 @@ fn seat_map_view(section_id: i64, map: &SeatMapSnapshot) -> SeatMapView {
 #[utoipa::path(post, path = "/events/{id}/sections", tag = "sections", params(("id" = i64, Path)),
     request_body = NewSectionBody, security(("bearer" = [])),
     responses((status = 201, body = Data<SectionCounts>), (status = 403, description = "FORBIDDEN"),
-              (status = 409, description = "SECTION_EXISTS"), (status = 422, description = "VALIDATION_FAILED")))]
+              (status = 404, description = "EVENT_NOT_FOUND"),
+              (status = 409, description = "SECTION_EXISTS, EVENT_CLOSED, LIMIT_REACHED (sections per event, the venue's capacity)"),
+              (status = 422, description = "VALIDATION_FAILED")))]
 pub async fn create(
     State(state): State<AppState>,
     auth: AuthUser,

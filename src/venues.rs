@@ -22,8 +22,16 @@ pub fn routes() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"name": "Riverside Hall", "address": "1 Quay Street", "capacity": 2000}))]
 pub struct NewVenue {
+    /// 1 to 200 characters, not only blanks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^ \t\r\n\u0000][^\u0000]*$"
+    )]
     pub name: String,
+    /// At most 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     pub address: String,
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: u32,
@@ -45,6 +53,7 @@ pub struct VenueQuery {
     #[param(example = 50, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
 
@@ -57,8 +66,13 @@ pub async fn create(
     Json(body): Json<NewVenue>,
 ) -> Result<impl IntoResponse, ApiError> {
     auth.require_organizer()?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 || body.address.len() > 500 {
+    use boxoffice_engine::limits::{is_name, is_text, trim_blank};
+    let name = trim_blank(&body.name);
+    if !is_name(&body.name)
+        || body.name.chars().count() > 200
+        || !is_text(&body.address)
+        || body.address.chars().count() > 500
+    {
         return Err(ApiError::validation(
             "name has 1 to 200 characters, address at most 500",
         ));

@@ -63,6 +63,15 @@ pub enum Refusal {
     InvalidTransition { from: EventStatus, to: EventStatus },
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
+    /// The request is well formed but asks for a section of the other kind (a quantity of
+    /// a seated section, seats of a general one): a conflict with what the section is.
+    #[error("{0}")]
+    WrongSectionType(String),
+    /// The request is well formed but the event's current state leaves no room for it
+    /// (sections or codes per event, the venue's capacity, buyers already over a new limit).
+    #[error("{0}")]
+    LimitReached(String),
+    /// The request itself breaks a rule (a value out of range, an impossible combination).
     #[error("{0}")]
     Invalid(String),
 }
@@ -89,6 +98,8 @@ impl Refusal {
             Refusal::SectionExists => "SECTION_EXISTS",
             Refusal::InvalidTransition { .. } => "INVALID_STATUS_TRANSITION",
             Refusal::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Refusal::WrongSectionType(_) => "WRONG_SECTION_TYPE",
+            Refusal::LimitReached(_) => "LIMIT_REACHED",
             Refusal::Invalid(_) => "VALIDATION_FAILED",
         }
     }

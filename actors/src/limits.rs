@@ -36,3 +36,39 @@ pub const MAX_DISCOUNT_USES: u32 = 10_000_000;
 pub const MAX_PRICE_CENTS: i64 = 100_000_000;
 /// The largest venue.
 pub const MAX_VENUE_CAPACITY: u32 = 1_000_000;
+
+/// What a discount code looks like, as the OpenAPI document states it: 1 to
+/// [`MAX_DISCOUNT_CODE_CHARS`] ASCII letters, digits, `-` or `_` (compared without case).
+pub const DISCOUNT_CODE_PATTERN: &str = "^[A-Za-z0-9_-]{1,32}$";
+
+/// Whether `code` has the form of [`DISCOUNT_CODE_PATTERN`].
+pub fn is_discount_code(code: &str) -> bool {
+    (1..=MAX_DISCOUNT_CODE_CHARS).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A name must contain something other than spaces, tabs and line breaks — the blanks
+/// trimmed from its ends — and, like all stored text, no NUL character (PostgreSQL's `text`
+/// cannot hold one). The OpenAPI document states it as this pattern; it names each
+/// character one by one, so that every regex dialect reads it as [`is_name`] does.
+pub const NAME_PATTERN: &str = "^[^\\u0000]*[^ \\t\\r\\n\\u0000][^\\u0000]*$";
+
+/// Stored text other than names: anything but the NUL character.
+pub const TEXT_PATTERN: &str = "^[^\\u0000]*$";
+
+/// Whether `text` fits [`NAME_PATTERN`].
+pub fn is_name(text: &str) -> bool {
+    !trim_blank(text).is_empty() && is_text(text)
+}
+
+/// Whether `text` fits [`TEXT_PATTERN`].
+pub fn is_text(text: &str) -> bool {
+    !text.contains('\0')
+}
+
+/// `text` without blanks (spaces, tabs, line breaks) at either end.
+pub fn trim_blank(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\r', '\n'])
+}

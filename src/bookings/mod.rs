@@ -37,9 +37,11 @@ pub fn routes() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"reservationIds": [1], "discountCode": "EARLYBIRD"}))]
 pub struct NewBooking {
-    /// ACTIVE holds of one event, 1 to 64.
+    /// ACTIVE holds of one event, 1 to 64, each listed once.
     #[schema(min_items = 1, max_items = 64)]
     pub reservation_ids: Vec<i64>,
+    /// At most 64 characters.
+    #[schema(max_length = 64)]
     pub discount_code: Option<String>,
 }
 
@@ -50,6 +52,7 @@ pub struct PageQuery {
     #[param(example = 20, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
 
@@ -73,7 +76,8 @@ fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
 /// booking is durable; its confirmation and analytics jobs are queued in the same
 /// transaction. With an `Idempotency-Key`, a retry gets the first answer.
 #[utoipa::path(post, path = "/bookings", tag = "bookings", request_body = NewBooking, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer to a retry")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters, naming this request: a retry with the same key replays the first answer")),
     responses((status = 201, body = Data<BookingView>), (status = 404, description = "RESERVATION_NOT_FOUND"),
               (status = 409, description = "DISCOUNT_EXHAUSTED, DISCOUNT_NOT_VALID, RESERVATION_NOT_ACTIVE"),
               (status = 422, description = "VALIDATION_FAILED")))]
@@ -104,7 +108,11 @@ async fn confirm(
             "reservationIds lists 1 to 64 reservations",
         ));
     }
-    if body.discount_code.as_ref().is_some_and(|c| c.len() > 64) {
+    if body
+        .discount_code
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > 64)
+    {
         return Err(ApiError::validation("discountCode is too long"));
     }
     // Route to the event's actor: the holds' event, from their rows.
@@ -250,7 +258,8 @@ pub async fn cancel(
 /// An event's bookings, oldest first (its organizer).
 #[utoipa::path(get, path = "/events/{id}/bookings", tag = "bookings", params(("id" = i64, Path), PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = Page<BookingView>), (status = 403, description = "FORBIDDEN")))]
+    responses((status = 200, body = Page<BookingView>), (status = 403, description = "FORBIDDEN"),
+              (status = 404, description = "EVENT_NOT_FOUND")))]
 pub async fn of_event(
     State(state): State<AppState>,
     auth: AuthUser,

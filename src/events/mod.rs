@@ -42,16 +42,25 @@ pub fn routes() -> Router<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"eventName": "Summer Night", "eventDate": "2030-07-01T20:00:00Z", "saleStartTime": "2030-05-01T10:00:00Z", "holdTtlSeconds": 600, "maxTicketsPerUser": 8}))]
 pub struct NewEvent {
+    /// 1 to 200 characters, not only blanks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^ \t\r\n\u0000][^\u0000]*$"
+    )]
     pub event_name: String,
     pub event_date: DateTime<Utc>,
+    /// An existing venue; the event's sections may then seat at most its capacity.
     pub venue_id: Option<i64>,
+    /// When the sale opens; not after `eventDate`.
     pub sale_start_time: DateTime<Utc>,
     /// 10 to 86400 (default HOLD_TTL_SECONDS).
+    #[schema(minimum = 10, maximum = 86_400)]
     pub hold_ttl_seconds: Option<u32>,
     /// Tickets one buyer may have, 1 to 1000 (default 8); `null` for no limit (box-office
     /// accounts, load tests).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, nullable)]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 1_000)]
     pub max_tickets_per_user: Option<Option<u32>>,
 }
 
@@ -59,16 +68,27 @@ pub struct NewEvent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"eventName": "Summer Night (late show)", "maxTicketsPerUser": 6}))]
 pub struct EventUpdate {
+    /// 1 to 200 characters, not only blanks.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^ \t\r\n\u0000][^\u0000]*$"
+    )]
     pub event_name: Option<String>,
     pub event_date: Option<DateTime<Utc>>,
     pub venue_id: Option<i64>,
+    /// Not after `eventDate`.
     pub sale_start_time: Option<DateTime<Utc>>,
+    /// 10 to 86400.
+    #[schema(minimum = 10, maximum = 86_400)]
     pub hold_ttl_seconds: Option<u32>,
     /// 1 to 1000, or `null` to remove the limit; absent keeps it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, nullable)]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 1_000)]
     pub max_tickets_per_user: Option<Option<u32>>,
-    /// ON_SALE, CANCELLED or COMPLETED (DRAFT → ON_SALE → …).
+    /// The next status: DRAFT → ON_SALE → CANCELLED or COMPLETED (an impossible move is 409
+    /// INVALID_STATUS_TRANSITION).
+    #[schema(pattern = "^(DRAFT|ON_SALE|SOLD_OUT|CANCELLED|COMPLETED)$")]
     pub status: Option<String>,
 }
 
@@ -77,7 +97,10 @@ pub struct EventUpdate {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct EventQuery {
     /// ON_SALE, SOLD_OUT, CANCELLED, COMPLETED; DRAFT shows your own drafts (organizers).
-    #[param(example = "ON_SALE")]
+    #[param(
+        example = "ON_SALE",
+        pattern = "^(DRAFT|ON_SALE|SOLD_OUT|CANCELLED|COMPLETED)$"
+    )]
     pub status: Option<String>,
     /// Events on or after this date.
     pub from: Option<DateTime<Utc>>,
@@ -87,8 +110,12 @@ pub struct EventQuery {
     #[param(example = 20, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
+
+/// The statuses as the OpenAPI document states them (`EventStatus::SPELLINGS`).
+pub const STATUS_PATTERN: &str = "^(DRAFT|ON_SALE|SOLD_OUT|CANCELLED|COMPLETED)$";
 
 /// The message for a status that is not one: what came, and what may.
 fn unknown_status(given: &str) -> String {
@@ -108,9 +135,9 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-fn validate_name(name: &str) -> Result<&str, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 {
+fn validate_name(raw: &str) -> Result<&str, ApiError> {
+    let name = limits::trim_blank(raw);
+    if !limits::is_name(raw) || raw.chars().count() > 200 {
         return Err(ApiError::validation("eventName has 1 to 200 characters"));
     }
     Ok(name)
@@ -365,4 +392,15 @@ pub async fn update(
 pub async fn invalidate(state: &AppState, event_id: i64) {
     state.cache.invalidate(&view::cache_key(event_id)).await;
     state.cache.bump(LISTINGS).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_pattern_lists_every_status() {
+        assert_eq!(
+            super::STATUS_PATTERN,
+            format!("^({})$", super::EventStatus::SPELLINGS.join("|"))
+        );
+    }
 }

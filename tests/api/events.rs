@@ -379,7 +379,8 @@ async fn an_event_may_sell_without_a_per_buyer_limit() {
     let too_low = app
         .patch(&path, &organizer, json!({"maxTicketsPerUser": 5}))
         .await;
-    assert_eq!(too_low.status(), 422);
+    assert_eq!(too_low.status(), 409);
+    assert_eq!(error_code(too_low).await, "LIMIT_REACHED");
     let renamed = app
         .patch(&path, &organizer, json!({"eventName": "Box office 2"}))
         .await;
@@ -406,7 +407,7 @@ async fn an_event_may_sell_without_a_per_buyer_limit() {
     let set = app
         .patch(&path, &organizer, json!({"maxTicketsPerUser": 1000}))
         .await;
-    assert_eq!(set.status(), 422, "the buyer has 1,200 already");
+    assert_eq!(set.status(), 409, "the buyer has 1,200 already");
     let stored: Option<i32> =
         sqlx::query_scalar("SELECT max_tickets_per_user FROM events WHERE id = $1")
             .bind(event_id)

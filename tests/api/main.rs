@@ -16,5 +16,6 @@ mod helpers;
 mod jobs;
 mod observability;
 mod reservations;
+mod rules;
 mod sections;
 mod structure;

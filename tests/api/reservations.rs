@@ -136,7 +136,8 @@ async fn seats_best_available_and_every_refusal_code() {
             json!({"type": "GENERAL", "sectionId": reserved, "quantity": 1}),
         )
         .await;
-    assert_eq!(wrong_kind.status(), 422);
+    assert_eq!(wrong_kind.status(), 409);
+    assert_eq!(error_code(wrong_kind).await, "WRONG_SECTION_TYPE");
     let unknown_section = app
         .post(
             &path,

@@ -136,8 +136,8 @@ async fn sections_may_not_seat_more_than_the_venue_even_when_added_at_once() {
     );
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort_unstable();
-    assert_eq!(statuses, [201, 422]);
-    let refused = if a.status() == 422 { a } else { b };
+    assert_eq!(statuses, [201, 409]);
+    let refused = if a.status() == 409 { a } else { b };
     let message = crate::helpers::error_message(refused).await;
     assert!(
         message.contains("120") && message.contains("100"),
@@ -153,6 +153,7 @@ async fn sections_may_not_seat_more_than_the_venue_even_when_added_at_once() {
         .await;
     assert_eq!(seated.status(), 201);
     let more = app.post(&path, Some(&organizer), general("C", 1)).await;
-    assert_eq!(more.status(), 422);
+    assert_eq!(more.status(), 409);
+    assert_eq!(crate::helpers::error_code(more).await, "LIMIT_REACHED");
     app.stop().await.unwrap();
 }

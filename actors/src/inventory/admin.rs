@@ -29,8 +29,10 @@ impl Inventory {
 
     /// Checks a new section without adding it.
     pub fn validate_section(&self, new: &NewSection) -> Result<(), Refusal> {
-        let name = new.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_SECTION_NAME_CHARS {
+        // A NUL would fail the flush of the whole batch (PostgreSQL's text cannot hold it):
+        // refused here, alone (invariant 7).
+        let name = crate::limits::trim_blank(&new.name);
+        if !crate::limits::is_name(&new.name) || new.name.chars().count() > MAX_SECTION_NAME_CHARS {
             return Err(Refusal::Invalid(format!(
                 "a section name has 1 to {MAX_SECTION_NAME_CHARS} characters"
             )));
@@ -39,7 +41,7 @@ impl Inventory {
             return Err(Refusal::SectionExists);
         }
         if self.sections.len() >= MAX_SECTIONS_PER_EVENT {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::LimitReached(format!(
                 "an event has at most {MAX_SECTIONS_PER_EVENT} sections"
             )));
         }
@@ -58,7 +60,7 @@ impl Inventory {
         if let Some(limit) = new.capacity_limit {
             let total = self.capacity_total() + Self::capacity_of(&new.spec);
             if total > limit {
-                return Err(Refusal::Invalid(format!(
+                return Err(Refusal::LimitReached(format!(
                     "the event's sections would seat {total}, more than its venue's capacity of {limit}"
                 )));
             }
@@ -117,7 +119,7 @@ impl Inventory {
             Self::seats_needed(&new.spec),
             "one id per seat"
         );
-        let name = new.name.trim().to_string();
+        let name = crate::limits::trim_blank(&new.name).to_string();
         let (kind, capacity, seats, seat_rows) = match new.spec {
             SectionSpec::General { capacity } => (SectionKind::General, capacity, None, Vec::new()),
             SectionSpec::Seated {
@@ -199,12 +201,8 @@ impl Inventory {
         new: NewDiscount,
         _now_ms: i64,
     ) -> Decision<DiscountView> {
-        let code = new.code.trim().to_uppercase();
-        let code_ok = (1..=MAX_DISCOUNT_CODE_CHARS).contains(&code.len())
-            && code
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !code_ok {
+        let code = new.code.to_uppercase();
+        if !crate::limits::is_discount_code(&new.code) {
             return Err(Refusal::Invalid(format!(
                 "a code has 1 to {MAX_DISCOUNT_CODE_CHARS} letters, digits, '-' or '_'"
             )));
@@ -238,7 +236,7 @@ impl Inventory {
             return Err(Refusal::DiscountExists);
         }
         if self.discounts.len() >= MAX_DISCOUNTS_PER_EVENT {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::LimitReached(format!(
                 "an event has at most {MAX_DISCOUNTS_PER_EVENT} discount codes"
             )));
         }
@@ -302,7 +300,7 @@ impl Inventory {
                 }
                 // Invariant 4 must keep holding for buyers who already have tickets.
                 if self.tickets_by_user.values().any(|&t| t > max) {
-                    return Err(Refusal::Invalid(
+                    return Err(Refusal::LimitReached(
                         "some buyers already hold more tickets than this limit".into(),
                     ));
                 }

@@ -185,7 +185,7 @@ impl Inventory {
                     .get(section_id)
                     .ok_or(Refusal::SectionNotFound)?;
                 if section.kind != SectionKind::General {
-                    return Err(Refusal::Invalid(
+                    return Err(Refusal::WrongSectionType(
                         "this section is sold by seat: ask for SEATS or BEST_AVAILABLE".into(),
                     ));
                 }
@@ -204,7 +204,7 @@ impl Inventory {
                     .get(section_id)
                     .ok_or(Refusal::SectionNotFound)?;
                 let Some(seats) = section.seats.as_ref() else {
-                    return Err(Refusal::Invalid(
+                    return Err(Refusal::WrongSectionType(
                         "this section is sold by quantity: ask for GENERAL".into(),
                     ));
                 };

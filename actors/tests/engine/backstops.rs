@@ -255,7 +255,7 @@ async fn a_decision_the_database_would_refuse_is_refused_alone_and_its_batch_mat
             e.add_discount(
                 event,
                 NewDiscount {
-                    code: " Once ".into(),
+                    code: "oNCE".into(),
                     ..once.clone()
                 }
             )
