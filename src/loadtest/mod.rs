@@ -99,6 +99,10 @@ pub struct LoadtestArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keep the run's event and accounts afterwards. By default they are deleted once the
+    /// checks pass (a failed run keeps them, for inspection).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Serialize)]
@@ -430,6 +434,24 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
+    }
+    if report.passed && !args.keep {
+        announce(
+            "clean-up",
+            format!(
+                "deleting event {event_id} and the run's {} accounts (--keep keeps them)",
+                args.buyers + 1
+            ),
+        );
+        setup::clean_up(&pool, &client, &target, &prepared).await?;
+    } else {
+        announce(
+            "keep",
+            format!(
+                "event {event_id} and the run's accounts are kept (loadtest-{}-*)",
+                prepared.run
+            ),
+        );
     }
     if !report.passed {
         bail!(

@@ -10,6 +10,10 @@ use crate::auth::jwt::{Keys, Role};
 
 /// A prepared scenario.
 pub struct Prepared {
+    /// The run's mark in every account it created (`loadtest-{run}-…`).
+    pub run: String,
+    /// The organizer's bearer token.
+    pub organizer_token: String,
     pub event_id: i64,
     /// The section buyers hit.
     pub section_id: i64,
@@ -67,7 +71,7 @@ pub async fn prepare(
     let organizer: i64 = sqlx::query_scalar(
         "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'ORGANIZER') RETURNING id",
     )
-    .bind(format!("loadtest-organizer-{run}@example.com"))
+    .bind(format!("loadtest-{run}-organizer@example.com"))
     .bind(&hash)
     .fetch_one(pool)
     .await?;
@@ -140,9 +144,59 @@ pub async fn prepare(
     )
     .await?;
     Ok(Prepared {
+        run,
+        organizer_token,
         event_id,
         section_id,
         buyer_tokens,
         discount_code,
     })
+}
+
+/// Removes what [`prepare`] made, so that load tests leave no events or accounts in the
+/// server's listings: the event is cancelled through the API first (its actor stops
+/// selling), then its rows and the run's accounts are deleted in one transaction. The event
+/// row goes last and its lock comes first, so a flush still in flight finishes before, and
+/// any later one finds no row and is fenced like a superseded owner's (its actor then
+/// stops: the event no longer exists).
+pub async fn clean_up(
+    pool: &PgPool,
+    client: &reqwest::Client,
+    target: &str,
+    prepared: &Prepared,
+) -> anyhow::Result<()> {
+    let event_id = prepared.event_id;
+    send(
+        client,
+        reqwest::Method::PATCH,
+        format!("{target}/events/{event_id}"),
+        &prepared.organizer_token,
+        json!({"status": "CANCELLED"}),
+    )
+    .await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT id FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+    for statement in [
+        "DELETE FROM outbox WHERE (payload->>'eventId')::bigint = $1",
+        "DELETE FROM seats WHERE event_id = $1",
+        "DELETE FROM reservations WHERE event_id = $1",
+        "DELETE FROM bookings WHERE event_id = $1",
+        "DELETE FROM discounts WHERE event_id = $1",
+        "DELETE FROM event_sections WHERE event_id = $1",
+        "DELETE FROM events WHERE id = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM users WHERE email LIKE 'loadtest-' || $1 || '-%@example.com'")
+        .bind(&prepared.run)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }

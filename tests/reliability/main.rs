@@ -3,6 +3,7 @@
 //! be SIGKILLed and SIGTERMed; all traffic stays on loopback and every loop is bounded.
 
 mod crash;
+mod loadtest;
 mod outage;
 mod overload;
 mod support;
