@@ -58,6 +58,13 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a verified password is remembered (0: every login runs argon2id).
+    pub login_cache_seconds: u64,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest wait for a request's header (idle keep-alive included) before the
+    /// connection is closed.
+    pub header_timeout_ms: u64,
     /// `json` for machine-readable logs, anything else for human-readable ones.
     pub log_format: String,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
@@ -86,6 +93,25 @@ pub struct ConfigError {
     name: &'static str,
     value: String,
     reason: String,
+}
+
+/// Three quarters of the process's file-descriptor limit (the rest is for the database
+/// pools, Redis, webhooks and files), at most 50,000: a node never accepts a connection
+/// it cannot serve.
+fn default_max_connections() -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(1024);
+    (limit / 4 * 3).clamp(64, 50_000)
 }
 
 fn var(name: &str) -> Option<String> {
@@ -133,6 +159,9 @@ impl Settings {
             default_hold_ttl_seconds: parsed("HOLD_TTL_SECONDS", 600)?,
             request_timeout_ms: parsed("REQUEST_TIMEOUT_MS", 15_000)?,
             max_body_bytes: parsed("MAX_BODY_BYTES", 64 * 1024)?,
+            max_connections: parsed("MAX_CONNECTIONS", default_max_connections())?,
+            login_cache_seconds: parsed("LOGIN_CACHE_SECONDS", 300)?,
+            header_timeout_ms: parsed("HEADER_TIMEOUT_MS", 5_000)?,
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),

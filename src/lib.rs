@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod demo;
 pub mod discounts;

@@ -28,8 +28,8 @@ use crate::config::Settings;
 use crate::error::{ApiError, NotFound};
 use crate::state::{AppContext, AppState};
 use crate::{
-    auth, bookings, db, discounts, events, health, openapi, outbox, reservations, sections,
-    telemetry, venues,
+    auth, bookings, connections, db, discounts, events, health, openapi, outbox, reservations,
+    sections, telemetry, venues,
 };
 
 /// A built, bound, not yet serving application.
@@ -63,7 +63,11 @@ impl Application {
         let state = AppState::new(AppContext {
             cache: Arc::new(Cache::new(redis, settings.cache_prefix.clone())),
             keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
-            passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(5)),
+            passwords: Passwords::new(
+                settings.password_hash_concurrency,
+                Duration::from_secs(5),
+                Duration::from_secs(settings.login_cache_seconds),
+            ),
             login_throttle: Arc::new(LoginThrottle::new(
                 Duration::from_secs(settings.login_window_seconds),
                 settings.login_max_failures_per_account,
@@ -115,12 +119,11 @@ impl Application {
             .settings
             .outbox_worker
             .then(|| tokio::spawn(outbox::run(state.pool.clone(), delivery, jobs_stopped)));
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let limits = connections::ConnectionLimits {
+            max_connections: state.settings.max_connections,
+            header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
+        };
+        connections::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped accepting; flushing the engine");
         state.engine.shutdown().await;
         let _ = stop_jobs.send(true);

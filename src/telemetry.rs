@@ -179,6 +179,15 @@ fn describe_metrics() {
         "boxoffice_jobs_pending",
         "Background jobs waiting for delivery"
     );
+    describe_gauge!("boxoffice_http_connections", "HTTP connections open");
+    describe_counter!(
+        "boxoffice_login_checks_total",
+        "Password checks by how they were decided (argon2, remembered)"
+    );
+    describe_counter!(
+        "boxoffice_http_connections_timed_out_total",
+        "Connections closed for sending no complete request header in HEADER_TIMEOUT_MS (idle keep-alive included)"
+    );
 
     for name in [
         "boxoffice_event_actor_starts_total",
@@ -188,9 +197,11 @@ fn describe_metrics() {
         "boxoffice_flush_failures_total",
         "boxoffice_holds_expired_total",
         "boxoffice_jobs_queued_total",
+        "boxoffice_http_connections_timed_out_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
+    metrics::gauge!("boxoffice_http_connections").set(0.0);
     for scope in ["node", "event"] {
         metrics::counter!("boxoffice_engine_shed_total", "scope" => scope).absolute(0);
     }

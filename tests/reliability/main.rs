@@ -6,4 +6,5 @@ mod crash;
 mod loadtest;
 mod outage;
 mod overload;
+mod slow_clients;
 mod support;

@@ -33,8 +33,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start(database_url: &str, port: u16) -> Server {
+        Server::start_with(database_url, port, &[]).await
+    }
+
+    /// Starts it with some more environment variables.
+    pub async fn start_with(database_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
             .arg("serve")
+            .envs(env.iter().copied())
             .env("DATABASE_URL", database_url)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("JWT_SECRET", JWT_SECRET)
