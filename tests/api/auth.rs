@@ -230,3 +230,60 @@ async fn forged_expired_and_malformed_tokens_are_refused() {
     assert!(error_message(r).await.contains("Authorization: Bearer"));
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_verified_password_is_remembered_until_it_changes_and_a_wrong_one_never_is() {
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    boxoffice::users::upsert(
+        pool,
+        "box@example.com",
+        "first password",
+        "CUSTOMER",
+        "",
+        "",
+    )
+    .await
+    .unwrap();
+    let login = |password: &'static str| {
+        app.post(
+            "/auth/login",
+            None,
+            json!({"email": "box@example.com", "password": password}),
+        )
+    };
+    let (argon_before, remembered_before) = (
+        checks(&app, "argon2").await,
+        checks(&app, "remembered").await,
+    );
+    for _ in 0..3 {
+        assert_eq!(login("first password").await.status(), 200);
+    }
+    assert_eq!(login("wrong password").await.status(), 401);
+    assert_eq!(login("wrong password").await.status(), 401);
+    // One full check for the right password, then remembered; every wrong one checked.
+    assert_eq!(checks(&app, "argon2").await - argon_before, 3.0);
+    assert_eq!(checks(&app, "remembered").await - remembered_before, 2.0);
+    // A new password: the old one no longer signs in, remembered or not.
+    boxoffice::users::upsert(
+        pool,
+        "box@example.com",
+        "second password",
+        "CUSTOMER",
+        "",
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(login("first password").await.status(), 401);
+    assert_eq!(login("second password").await.status(), 200);
+}
+
+/// Password checks so far, by how they were decided.
+async fn checks(app: &crate::helpers::TestApp, check: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let series = format!("boxoffice_login_checks_total{{check=\"{check}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
