@@ -34,6 +34,13 @@ pub enum Command {
     /// Drive an on-sale burst against a running server and check the result in PostgreSQL
     /// (needs the server's DATABASE_URL and JWT_SECRET).
     Loadtest(crate::loadtest::LoadtestArgs),
+    /// Check an event's invariants (docs/ARCHITECTURE.md) in PostgreSQL; exit 1 on any
+    /// violation. For operators, and for load tests run with another generator.
+    Audit {
+        /// The event to check.
+        #[arg(long)]
+        event: i64,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -91,6 +98,25 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadtest(args) => crate::loadtest::run(args, settings).await,
+        Command::Audit { event } => {
+            let pool = db::connect(&settings).await?;
+            let found = boxoffice_engine::audit::violations(&pool, event).await?;
+            let (holds, tickets): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), COALESCE(sum(quantity), 0)::bigint FROM reservations WHERE event_id = $1",
+            )
+            .bind(event)
+            .fetch_one(&pool)
+            .await?;
+            println!(
+                "event {event}: {holds} holds stored ({tickets} tickets), {} invariant violations",
+                found.len()
+            );
+            for v in &found {
+                println!("  {v}");
+            }
+            anyhow::ensure!(found.is_empty(), "event {event} breaks its invariants");
+            Ok(())
+        }
         Command::Migrate => {
             db::prepare(&settings).await?;
             tracing::info!(database = %settings.database_url_redacted(), "migrated");

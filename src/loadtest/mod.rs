@@ -10,7 +10,7 @@
 //!   sold out;
 //! - `browse`: `GET /health/live` and then `GET /events/{id}/inventory`, same concurrency,
 //!   to compare inventory reads with the cheapest route there is;
-//! - `ops`: the brief's four "Optimization Wins" operations one after another — get event
+//! - `ops`: the performance guide's four "Optimization Wins" operations one after another — get event
 //!   inventory, confirm booking, list user bookings, validate discount.
 
 mod drive;
@@ -99,6 +99,11 @@ pub struct LoadtestArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only prepare the scenario (event, section, buyers) and write it to this file as JSON
+    /// — `{"eventId", "sectionId", "tokens"}` — for another load generator (wrk, in
+    /// bench/wrk.sh); nothing is run, audited or cleaned up (`boxoffice audit` checks after).
+    #[arg(long)]
+    pub prepare_only: Option<std::path::PathBuf>,
     /// Keep the run's event and accounts afterwards. By default they are deleted once the
     /// checks pass (a failed run keeps them, for inspection).
     #[arg(long)]
@@ -258,6 +263,20 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     };
     let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
     let event_id = prepared.event_id;
+    if let Some(path) = &args.prepare_only {
+        let scenario = json!({
+            "eventId": event_id,
+            "sectionId": prepared.section_id,
+            "tokens": prepared.buyer_tokens,
+        });
+        std::fs::write(path, serde_json::to_vec(&scenario)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        announce(
+            "setup",
+            format!("event {event_id} prepared; written to {}", path.display()),
+        );
+        return Ok(());
+    }
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     // Each run measures exactly `measured` after its warm-up: --duration is split in
     // milliseconds, never rounded to whole seconds.
