@@ -60,7 +60,7 @@ ROUTE='/events/{id}/reservations'
 # "holds/s wrk_p50 wrk_p99 server_count server_p50 server_p99 shed/s shed_p99 rss_before rss_max".
 holds_run() {
   local connections="$1" seconds="$2" name="$3"
-  COUNTS="$WORK/warm.txt" wrk -t2 -c"$connections" -d3s -s bench/holds.lua "$URL" >/dev/null
+  COUNTS="$WORK/$name.warm.counts" wrk -t2 -c"$connections" -d3s -s bench/holds.lua "$URL" >/dev/null
   local before="$WORK/$name.before" after="$WORK/$name.after" rss_before rss_max=0
   rss_before=$(rss)
   scrape "$before"

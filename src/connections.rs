@@ -12,6 +12,12 @@
 //! - **headers within `header_timeout`**, counted from when the connection is ready to
 //!   read a request: an unfinished header *and* an idle keep-alive connection are closed
 //!   when it runs out (hyper's `header_read_timeout`, which starts with each new request);
+//! - **pacing after a 503**: a connection answered 503 with `Retry-After` (shed, shutting
+//!   down, timed out) has its next request handled no sooner than that (at most
+//!   [`PACE_MAX`]). The 503 itself goes out at once; a client that ignores Retry-After and
+//!   asks again at once simply waits, its request costing nothing meanwhile. Without it,
+//!   thousands of clients retrying in a closed loop turn every cycle the server saves by
+//!   refusing cheaply into more refusals, and the admitted buyers starve;
 //! - **a graceful drain**: on shutdown the listener closes first, idle connections are
 //!   closed, and requests in flight finish.
 
@@ -27,6 +33,41 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+/// The longest a connection's next request waits after a 503 with `Retry-After`.
+pub const PACE_MAX: Duration = Duration::from_secs(1);
+
+/// When a connection's next request may be handled.
+#[derive(Default)]
+struct Pacing(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl Pacing {
+    /// Waits until the connection may be served again.
+    async fn wait_turn(&self) {
+        let until = self.0.lock().expect("not poisoned").take();
+        if let Some(until) = until {
+            if until > tokio::time::Instant::now() {
+                metrics::counter!("boxoffice_http_requests_paced_total").increment(1);
+                tokio::time::sleep_until(until).await;
+            }
+        }
+    }
+
+    /// After a response: a 503 that says when to retry holds the next request until then.
+    fn after(&self, response: &axum::response::Response) {
+        if response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            return;
+        }
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(seconds) = retry_after {
+            let pause = Duration::from_secs(seconds).min(PACE_MAX);
+            *self.0.lock().expect("not poisoned") = Some(tokio::time::Instant::now() + pause);
+        }
+    }
+}
 
 /// The bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -74,12 +115,16 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         metrics::gauge!("boxoffice_http_connections").increment(1.0);
         let router = router.clone();
+        let pacing = Arc::new(Pacing::default());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
-            let router = router.clone();
+            let (router, pacing) = (router.clone(), pacing.clone());
             async move {
-                Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {}))
+                pacing.wait_turn().await;
+                let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+                pacing.after(&response);
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -96,4 +141,50 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    fn answer(status: StatusCode, retry_after: Option<&str>) -> Response {
+        let mut response = status.into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.parse().unwrap());
+        }
+        response
+    }
+
+    async fn waited(pacing: &Pacing) -> Duration {
+        let started = tokio::time::Instant::now();
+        pacing.wait_turn().await;
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_503_with_retry_after_holds_the_connections_next_request_until_then() {
+        let pacing = Pacing::default();
+        assert_eq!(waited(&pacing).await, Duration::ZERO);
+        pacing.after(&answer(StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        assert_eq!(waited(&pacing).await, Duration::from_secs(1));
+        // Once served, the next request is not held again.
+        assert_eq!(waited(&pacing).await, Duration::ZERO);
+        // Held at most PACE_MAX, whatever Retry-After says.
+        pacing.after(&answer(StatusCode::SERVICE_UNAVAILABLE, Some("120")));
+        assert_eq!(waited(&pacing).await, PACE_MAX);
+        // Only a 503 that says when to retry holds anything: not a 429 (its Retry-After
+        // is the login lock-out), not a 503 without one, not a success.
+        for response in [
+            answer(StatusCode::TOO_MANY_REQUESTS, Some("1")),
+            answer(StatusCode::SERVICE_UNAVAILABLE, None),
+            answer(StatusCode::CREATED, None),
+        ] {
+            pacing.after(&response);
+            assert_eq!(waited(&pacing).await, Duration::ZERO);
+        }
+    }
 }

@@ -18,9 +18,15 @@ use crate::error::{created, ApiError, Data, NotFound};
 use crate::extract::{IdempotencyKey, Json, Path};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
-        .route("/events/{id}/reservations", post(create))
+        .route(
+            "/events/{id}/reservations",
+            post(create).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                shed_early,
+            )),
+        )
         .route("/reservations", get(mine))
         .route("/reservations/{id}", get(one).delete(release))
 }
@@ -84,6 +90,27 @@ impl From<HoldView> for ReservationView {
             expires_at: DateTime::from_timestamp_millis(h.expires_at_ms).unwrap_or_default(),
         }
     }
+}
+
+/// Refuses a hold with 503 before its token is checked or its body read when the engine
+/// would shed it anyway: with thousands of buyers retrying at once, what a refusal costs
+/// is what the admitted holds lose.
+async fn shed_early(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let event_id = request
+        .uri()
+        .path()
+        .strip_prefix("/events/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse().ok());
+    if event_id.is_some_and(|id| state.engine.sheds_now(id)) {
+        metrics::counter!("boxoffice_reservations_total", "outcome" => "overloaded").increment(1);
+        return ApiError::from(boxoffice_engine::EngineError::Overloaded).into_response();
+    }
+    next.run(request).await
 }
 
 /// The outcome label of a hold request, refusals made before the engine included.

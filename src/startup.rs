@@ -147,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(venues::routes())
         .merge(events::routes())
         .merge(sections::routes())
-        .merge(reservations::routes())
+        .merge(reservations::routes(&state))
         .merge(bookings::routes())
         .merge(discounts::routes())
         .merge(openapi::routes())

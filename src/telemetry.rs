@@ -181,6 +181,10 @@ fn describe_metrics() {
     );
     describe_gauge!("boxoffice_http_connections", "HTTP connections open");
     describe_counter!(
+        "boxoffice_http_requests_paced_total",
+        "Requests held until the Retry-After their connection was given with a 503"
+    );
+    describe_counter!(
         "boxoffice_login_checks_total",
         "Password checks by how they were decided (argon2, remembered)"
     );
@@ -198,6 +202,7 @@ fn describe_metrics() {
         "boxoffice_holds_expired_total",
         "boxoffice_jobs_queued_total",
         "boxoffice_http_connections_timed_out_total",
+        "boxoffice_http_requests_paced_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

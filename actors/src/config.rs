@@ -27,15 +27,24 @@ pub struct EngineConfig {
     /// How long shutdown as a whole may take: waiting for requests in flight and draining
     /// every actor share this one deadline.
     pub shutdown_timeout_ms: u64,
+    /// Run the event actors on a thread of their own (`boxoffice-actors`) rather than among
+    /// the HTTP tasks. Under a flood of requests the main runtime's queues hold thousands
+    /// of connection tasks; an actor that waited its turn behind them would decide a
+    /// fraction of what it can, and every admitted buyer would wait with it. Tests that
+    /// pause tokio's clock set this to false, so that the actors share their clock.
+    pub actor_thread: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            // Sized for latency, not for memory: at ~10,000 holds/s a queue of 1,024 is
-            // ~100 ms. Past it, answering 503 at once beats answering late.
+            // Sized for latency, not for memory (Little's law): one hot event decides
+            // ~25,000–30,000 holds/s here, so 256 in flight is ~10 ms of queue; 1,024 was
+            // ~40 ms, and ~500 ms once 4,096 clients competed for the CPU. Past the bound,
+            // answering 503 at once (and pacing the connection, `connections.rs`) beats
+            // answering late.
             max_in_flight_total: 4_096,
-            max_in_flight_per_event: 1_024,
+            max_in_flight_per_event: 256,
             max_batch_changes: 16_384,
             flush_timeout_ms: 5_000,
             call_timeout_ms: 10_000,
@@ -44,6 +53,7 @@ impl Default for EngineConfig {
             restart_attempts: 8,
             db_connections: 8,
             shutdown_timeout_ms: 10_000,
+            actor_thread: true,
         }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct EngineContext {
     pub pool: PgPool,
     /// The thread the engine's database work runs on.
     pub io: IoRuntime,
+    /// The thread the event actors run on, when `config.actor_thread`.
+    pub actors: Option<IoRuntime>,
     /// Limits and timings.
     pub config: EngineConfig,
     /// Wall-clock milliseconds that advance with tokio's clock.
@@ -60,6 +62,9 @@ impl EngineContext {
             hold_ids: ids("reservations_id_seq"),
             booking_ids: ids("bookings_id_seq"),
             clock: Clock::new(),
+            actors: config
+                .actor_thread
+                .then(|| IoRuntime::start_named("boxoffice-actors")),
             io,
             pool,
             config,

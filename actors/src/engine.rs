@@ -189,6 +189,25 @@ impl Engine {
         }
     }
 
+    /// Whether a request for this event would be shed right now (no slot on the node or
+    /// for the event), counted as shed if so. Lets the server refuse before it parses a
+    /// body or checks a token: under a flood, a refusal must cost far less than the work it
+    /// protects. Only a hint — the slot itself is still taken in `call`.
+    pub fn sheds_now(&self, event_id: EventId) -> bool {
+        if self.in_flight.available_permits() == 0 {
+            let _ = shed("node");
+            return true;
+        }
+        let event_full = self
+            .registry
+            .get(event_id)
+            .is_some_and(|h| h.in_flight.available_permits() == 0);
+        if event_full {
+            let _ = shed("event");
+        }
+        event_full
+    }
+
     /// Sends a request to an event's actor and waits for its durable answer.
     async fn call<T, F>(
         &self,

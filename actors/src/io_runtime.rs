@@ -25,10 +25,15 @@ pub struct IoRuntime {
 impl IoRuntime {
     /// Starts the thread.
     pub fn start() -> IoRuntime {
+        IoRuntime::start_named("boxoffice-db-io")
+    }
+
+    /// Starts a thread of this name running a runtime of its own.
+    pub fn start_named(name: &str) -> IoRuntime {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name("boxoffice-db-io".into())
+            .name(name.into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

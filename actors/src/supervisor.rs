@@ -23,7 +23,6 @@ use ractor::rpc::CallResult;
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
 };
-use tokio::sync::Semaphore;
 
 use crate::context::EngineContext;
 use crate::error::EngineError;
@@ -31,6 +30,7 @@ use crate::event::{EventActor, EventArgs, EventMessage};
 use crate::inventory::InventorySnapshot;
 use crate::recovery::{self, LoadedEvent};
 use crate::types::EventId;
+use tokio::sync::Semaphore;
 
 /// Events whose loads are serialized by one lock. Loads of different events mostly proceed
 /// in parallel; two loads of one event never do.
@@ -91,8 +91,18 @@ impl Registry {
             shutting_down: AtomicBool::new(false),
             supervisor: OnceLock::new(),
         });
-        let (supervisor, join) = Actor::spawn(None, EventSupervisor, registry.clone())
-            .await
+        // The supervisor spawns every event actor from its own task, so the actors live on
+        // the runtime it lives on: the actor thread, when there is one.
+        let spawned = match &registry.ctx.actors {
+            Some(actors) => {
+                let registry = registry.clone();
+                actors
+                    .run(async move { Actor::spawn(None, EventSupervisor, registry).await })
+                    .await
+            }
+            None => Actor::spawn(None, EventSupervisor, registry.clone()).await,
+        };
+        let (supervisor, join) = spawned
             .map_err(|e| EngineError::Unavailable(format!("supervisor failed to start: {e}")))?;
         registry
             .supervisor

@@ -12,6 +12,8 @@ async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
     // Long timeouts so that no engine timer other than the hold's fires while time is paused.
     let config = EngineConfig {
         idle_timeout_seconds: 86_400,
+        // The actors share this test's paused clock.
+        actor_thread: false,
         ..EngineConfig::default()
     };
     let f = fixture(3, 4, 60, config).await;
@@ -97,6 +99,7 @@ async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
 async fn an_idle_actor_without_holds_stops_and_the_next_request_brings_it_back() {
     let config = EngineConfig {
         idle_timeout_seconds: 60,
+        actor_thread: false,
         ..EngineConfig::default()
     };
     let f = fixture(1, 4, 60, config).await;

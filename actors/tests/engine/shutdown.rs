@@ -17,6 +17,8 @@ async fn shutdown_with_stuck_actors_ends_at_its_one_deadline() {
         // The flushes below stay stuck for the whole test.
         flush_timeout_ms: 600_000,
         call_timeout_ms: 600_000,
+        // The actors share this test's paused clock.
+        actor_thread: false,
         idle_timeout_seconds: 86_400,
         ..EngineConfig::default()
     };
