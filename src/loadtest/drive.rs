@@ -3,7 +3,7 @@
 //! the latency, so queueing shows instead of hiding in the generator).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
@@ -370,47 +370,76 @@ pub async fn closed_loop(ctx: Arc<Ctx>, concurrency: usize) -> Stats {
     total
 }
 
-/// Open loop: `rate` requests per second, each started on schedule in its own task, at
-/// most `max_in_flight` outstanding (beyond that the generator itself is saturated and
-/// says so rather than silently slowing the schedule).
+/// Open loop: `rate` requests per second on schedule, sent by a fixed pool of
+/// `max_in_flight` workers (each one request at a time over its own pooled connection).
+///
+/// A dispatcher wakes every millisecond and hands out every request that has come due
+/// since, each stamped with the instant it was scheduled for; latency is measured from that
+/// instant, so time spent waiting for a free worker counts (no coordinated omission). A
+/// request due when every worker is busy and the queue of due requests is full is skipped
+/// and counted: the generator says it is saturated rather than quietly slowing its
+/// schedule. Nothing is spawned per request, so the generator's own cost stays flat.
 pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, u64) {
-    let shared = Arc::new(Mutex::new(Stats::default()));
-    let warm = Arc::new(Mutex::new(Stats::default()));
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut next = Instant::now();
-    let mut sent = 0u64;
-    let mut skipped = 0u64;
-    let mut tasks = tokio::task::JoinSet::new();
+    let workers = max_in_flight.clamp(1, 20_000) as usize;
+    let (due_tx, due_rx) = async_channel_bounded(workers);
+    let pool: Vec<_> = (0..workers)
+        .map(|w| {
+            let (ctx, due_rx) = (ctx.clone(), due_rx.clone());
+            tokio::spawn(async move {
+                let (mut warm, mut stats) = (Stats::default(), Stats::default());
+                let mut rng = Rng::new(w as u64 + 1);
+                while let Some((buyer, due)) = next_due(&due_rx).await {
+                    let into = if due < ctx.measure_from {
+                        &mut warm
+                    } else {
+                        &mut stats
+                    };
+                    ctx.in_flight.fetch_add(1, Ordering::Relaxed);
+                    iteration(&ctx, into, &mut rng, buyer, due).await;
+                    ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    ctx.progress.inc(1);
+                }
+                stats.keep_acknowledgements_of(warm);
+                stats
+            })
+        })
+        .collect();
+    drop(due_rx);
+
+    let started = Instant::now();
+    let interval_ns = 1e9 / rate.max(1) as f64;
+    let (mut scheduled, mut skipped) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while ctx.running() {
-        tokio::time::sleep_until(next.into()).await;
-        let due = next;
-        next += interval;
-        if ctx.in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            skipped += 1;
-            continue;
+        tick.tick().await;
+        let due_by_now = (started.elapsed().as_nanos() as f64 / interval_ns) as u64;
+        while scheduled < due_by_now {
+            let due = started + Duration::from_nanos((scheduled as f64 * interval_ns) as u64);
+            if due_tx.try_send((scheduled as usize, due)).is_err() {
+                skipped += 1;
+            }
+            scheduled += 1;
         }
-        ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-        let ctx2 = ctx.clone();
-        let shared = if due < ctx.measure_from {
-            warm.clone()
-        } else {
-            shared.clone()
-        };
-        let buyer = sent as usize;
-        sent += 1;
-        tasks.spawn(async move {
-            let mut stats = Stats::default();
-            let mut rng = Rng::new(buyer as u64 + 1);
-            iteration(&ctx2, &mut stats, &mut rng, buyer, due).await;
-            ctx2.in_flight.fetch_sub(1, Ordering::Relaxed);
-            ctx2.progress.inc(1);
-            shared.lock().expect("not poisoned").merge(stats);
-        });
-        // Reap finished tasks as we go so the set stays small.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    let mut stats = std::mem::take(&mut *shared.lock().expect("not poisoned"));
-    stats.keep_acknowledgements_of(std::mem::take(&mut *warm.lock().expect("not poisoned")));
-    (stats, skipped)
+    drop(due_tx);
+    let mut total = Stats::default();
+    for worker in pool {
+        total.merge(worker.await.expect("worker"));
+    }
+    (total, skipped)
+}
+
+/// A bounded multi-consumer queue of due requests: a tokio channel whose one receiver the
+/// workers take turns on.
+type DueSender = tokio::sync::mpsc::Sender<(usize, Instant)>;
+type DueReceiver = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(usize, Instant)>>>;
+
+fn async_channel_bounded(capacity: usize) -> (DueSender, DueReceiver) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+}
+
+async fn next_due(rx: &DueReceiver) -> Option<(usize, Instant)> {
+    rx.lock().await.recv().await
 }

@@ -86,7 +86,12 @@ impl Http {
         let response = sender.send_request(request).await.ok()?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.ok()?.to_bytes();
-        self.idle.lock().expect("not poisoned").push(sender);
+        // A connection told to retry later is one whose next request the server holds
+        // until then (connections.rs). The generator's requests are independent buyers, not
+        // that one retrying, so it is closed rather than reused.
+        if status != 503 {
+            self.idle.lock().expect("not poisoned").push(sender);
+        }
         Some((status, bytes))
     }
 }
