@@ -65,6 +65,9 @@ pub struct Settings {
     /// Longest wait for a request's header (idle keep-alive included) before the
     /// connection is closed.
     pub header_timeout_ms: u64,
+    /// The longest a connection's next request is held after a 503 with `Retry-After` (0:
+    /// off).
+    pub pace_max_ms: u64,
     /// `json` for machine-readable logs, anything else for human-readable ones.
     pub log_format: String,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
@@ -162,6 +165,7 @@ impl Settings {
             max_connections: parsed("MAX_CONNECTIONS", default_max_connections())?,
             login_cache_seconds: parsed("LOGIN_CACHE_SECONDS", 300)?,
             header_timeout_ms: parsed("HEADER_TIMEOUT_MS", 5_000)?,
+            pace_max_ms: parsed("PACE_MAX_MS", 1_000)?,
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),

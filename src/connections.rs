@@ -14,7 +14,7 @@
 //!   when it runs out (hyper's `header_read_timeout`, which starts with each new request);
 //! - **pacing after a 503**: a connection answered 503 with `Retry-After` (shed, shutting
 //!   down, timed out) has its next request handled no sooner than that (at most
-//!   [`PACE_MAX`]). The 503 itself goes out at once; a client that ignores Retry-After and
+//!   `PACE_MAX_MS`, default 1 s). The 503 itself goes out at once; a client that ignores Retry-After and
 //!   asks again at once simply waits, its request costing nothing meanwhile. Without it,
 //!   thousands of clients retrying in a closed loop turn every cycle the server saves by
 //!   refusing cheaply into more refusals, and the admitted buyers starve;
@@ -34,17 +34,25 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-/// The longest a connection's next request waits after a 503 with `Retry-After`.
-pub const PACE_MAX: Duration = Duration::from_secs(1);
-
 /// When a connection's next request may be handled.
-#[derive(Default)]
-struct Pacing(std::sync::Mutex<Option<tokio::time::Instant>>);
+struct Pacing {
+    /// The longest a next request is held (zero: never).
+    max: Duration,
+    /// Not before this instant.
+    until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
 
 impl Pacing {
+    fn new(max: Duration) -> Pacing {
+        Pacing {
+            max,
+            until: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Waits until the connection may be served again.
     async fn wait_turn(&self) {
-        let until = self.0.lock().expect("not poisoned").take();
+        let until = self.until.lock().expect("not poisoned").take();
         if let Some(until) = until {
             if until > tokio::time::Instant::now() {
                 metrics::counter!("boxoffice_http_requests_paced_total").increment(1);
@@ -55,7 +63,7 @@ impl Pacing {
 
     /// After a response: a 503 that says when to retry holds the next request until then.
     fn after(&self, response: &axum::response::Response) {
-        if response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        if self.max.is_zero() || response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE {
             return;
         }
         let retry_after = response
@@ -63,8 +71,8 @@ impl Pacing {
             .get(axum::http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if let Some(seconds) = retry_after {
-            let pause = Duration::from_secs(seconds).min(PACE_MAX);
-            *self.0.lock().expect("not poisoned") = Some(tokio::time::Instant::now() + pause);
+            let pause = Duration::from_secs(seconds).min(self.max);
+            *self.until.lock().expect("not poisoned") = Some(tokio::time::Instant::now() + pause);
         }
     }
 }
@@ -76,6 +84,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest wait for a request's header, idle keep-alive time included.
     pub header_timeout: Duration,
+    /// The longest a connection's next request is held after a 503 with `Retry-After`;
+    /// zero turns pacing off (behind a proxy that shares its connections among clients).
+    pub pace_max: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
@@ -115,7 +126,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         metrics::gauge!("boxoffice_http_connections").increment(1.0);
         let router = router.clone();
-        let pacing = Arc::new(Pacing::default());
+        let pacing = Arc::new(Pacing::new(limits.pace_max));
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -167,15 +178,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_503_with_retry_after_holds_the_connections_next_request_until_then() {
-        let pacing = Pacing::default();
+        let pacing = Pacing::new(Duration::from_secs(1));
         assert_eq!(waited(&pacing).await, Duration::ZERO);
         pacing.after(&answer(StatusCode::SERVICE_UNAVAILABLE, Some("1")));
         assert_eq!(waited(&pacing).await, Duration::from_secs(1));
         // Once served, the next request is not held again.
         assert_eq!(waited(&pacing).await, Duration::ZERO);
-        // Held at most PACE_MAX, whatever Retry-After says.
+        // Held at most its maximum, whatever Retry-After says; never with a maximum of 0.
         pacing.after(&answer(StatusCode::SERVICE_UNAVAILABLE, Some("120")));
-        assert_eq!(waited(&pacing).await, PACE_MAX);
+        assert_eq!(waited(&pacing).await, Duration::from_secs(1));
+        let off = Pacing::new(Duration::ZERO);
+        off.after(&answer(StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        assert_eq!(waited(&off).await, Duration::ZERO);
         // Only a 503 that says when to retry holds anything: not a 429 (its Retry-After
         // is the login lock-out), not a 503 without one, not a success.
         for response in [

@@ -122,6 +122,7 @@ impl Application {
         let limits = connections::ConnectionLimits {
             max_connections: state.settings.max_connections,
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
+            pace_max: Duration::from_millis(state.settings.pace_max_ms),
         };
         connections::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped accepting; flushing the engine");
