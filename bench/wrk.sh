@@ -43,7 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fs "$URL/health/ready" >/dev/null && break; sleep 0.1; done
+# HOLD_TTL_SECONDS_BENCH=10: every hold is abandoned (wrk never confirms) and expires.
 DATABASE_URL="$PG/$DB" "$BIN" loadtest --target "$URL" --scenario hot-ga --buyers 2048 \
+  ${HOLD_TTL_SECONDS_BENCH:+--hold-ttl-seconds "$HOLD_TTL_SECONDS_BENCH"} \
   --prepare-only "$WORK/scenario.json" 2>/dev/null
 python3 - "$WORK/scenario.json" "$WORK/scenario.txt" <<'EOF'
 import json, sys

@@ -106,6 +106,10 @@ pub struct LoadtestArgs {
     /// bench/wrk.sh); nothing is run, audited or cleaned up (`boxoffice audit` checks after).
     #[arg(long)]
     pub prepare_only: Option<std::path::PathBuf>,
+    /// The event's hold lifetime instead of the scenario's (hot-ga: 3600 s, sellout: 10 s):
+    /// with a short one, holds nobody confirms expire while the run goes on.
+    #[arg(long)]
+    pub hold_ttl_seconds: Option<u32>,
     /// Keep the run's event and accounts afterwards. By default they are deleted once the
     /// checks pass (a failed run keeps them, for inspection).
     #[arg(long)]
@@ -262,6 +266,10 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             },
             Action::SelloutBuy,
         ),
+    };
+    let plan = setup::EventPlan {
+        hold_ttl_seconds: args.hold_ttl_seconds.unwrap_or(plan.hold_ttl_seconds),
+        ..plan
     };
     let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
     let event_id = prepared.event_id;
