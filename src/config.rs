@@ -100,9 +100,14 @@ pub struct ConfigError {
 
 /// Three quarters of the process's file-descriptor limit (the rest is for the database
 /// pools, Redis, webhooks and files), at most 50,000: a node never accepts a connection
-/// it cannot serve.
-fn default_max_connections() -> usize {
-    let limit = std::fs::read_to_string("/proc/self/limits")
+/// it cannot serve. The `MAX_CONNECTIONS` default.
+pub fn default_max_connections() -> usize {
+    (open_files_limit() / 4 * 3).clamp(64, 50_000)
+}
+
+/// This process's soft limit on open files (1,024 where it cannot be read).
+pub fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|limits| {
             limits
@@ -113,8 +118,7 @@ fn default_max_connections() -> usize {
                 .parse::<usize>()
                 .ok()
         })
-        .unwrap_or(1024);
-    (limit / 4 * 3).clamp(64, 50_000)
+        .unwrap_or(1024)
 }
 
 fn var(name: &str) -> Option<String> {

@@ -381,7 +381,7 @@ pub async fn closed_loop(ctx: Arc<Ctx>, concurrency: usize) -> Stats {
 /// schedule. Nothing is spawned per request, so the generator's own cost stays flat.
 pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, u64) {
     let workers = max_in_flight.clamp(1, 20_000) as usize;
-    let (due_tx, due_rx) = async_channel_bounded(workers);
+    let (due_tx, due_rx) = due_queue(workers);
     let pool: Vec<_> = (0..workers)
         .map(|w| {
             let (ctx, due_rx) = (ctx.clone(), due_rx.clone());
@@ -435,7 +435,7 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
 type DueSender = tokio::sync::mpsc::Sender<(usize, Instant)>;
 type DueReceiver = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(usize, Instant)>>>;
 
-fn async_channel_bounded(capacity: usize) -> (DueSender, DueReceiver) {
+fn due_queue(capacity: usize) -> (DueSender, DueReceiver) {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity);
     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
 }
