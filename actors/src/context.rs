@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::feed::Feeds;
 use crate::ids::IdAllocator;
 use crate::io_runtime::IoRuntime;
 
@@ -30,6 +31,8 @@ pub(crate) struct EngineContext {
     pub hold_ids: Arc<IdAllocator>,
     /// Prefetched booking ids.
     pub booking_ids: Arc<IdAllocator>,
+    /// Every loaded event's live feed.
+    pub feeds: Arc<Feeds>,
 }
 
 impl EngineContext {
@@ -62,6 +65,8 @@ impl EngineContext {
             hold_ids: ids("reservations_id_seq"),
             booking_ids: ids("bookings_id_seq"),
             clock: Clock::new(),
+            // Fan-out runs on the runtime that starts the engine: the server's.
+            feeds: Arc::new(Feeds::new(tokio::runtime::Handle::current())),
             actors: config
                 .actor_thread
                 .then(|| IoRuntime::start_named("boxoffice-actors")),

@@ -14,6 +14,7 @@ use crate::config::EngineConfig;
 use crate::context::EngineContext;
 use crate::error::EngineError;
 use crate::event::{EventMessage, Reply};
+use crate::feed::{Position, Subscription};
 use crate::inventory::{EventRules, InventorySnapshot, SectionSnapshot};
 use crate::supervisor::Registry;
 use crate::types::{
@@ -175,6 +176,40 @@ impl Engine {
             .await?
             .snapshot
             .load_full())
+    }
+
+    /// Subscribes to an event's live feed (starting its actor if needed): what it missed
+    /// since `last`, or its whole durable state, then every commit. Call
+    /// [`Engine::unsubscribed`] when the subscriber leaves.
+    pub async fn subscribe(
+        &self,
+        event_id: EventId,
+        last: Option<Position>,
+    ) -> Result<Subscription, EngineError> {
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            if self.registry.is_shutting_down() {
+                return Err(EngineError::ShuttingDown);
+            }
+            self.registry.handle_for(event_id).await?;
+            // The actor may have stopped (idle) between the two lines, and its unwatched
+            // feed gone with it: load again.
+            if let Some(feed) = self.ctx.feeds.get(event_id) {
+                return Ok(feed.subscribe(last));
+            }
+        }
+        Err(EngineError::Unavailable("the event is restarting".into()))
+    }
+
+    /// A subscriber of `event_id` left: its feed is forgotten if nobody else listens and
+    /// the event has no actor.
+    pub fn unsubscribed(&self, event_id: EventId) {
+        let live = self.registry.get(event_id).is_some();
+        self.ctx.feeds.retire_if_unused(event_id, live);
+    }
+
+    /// Feeds kept now (events loaded or listened to).
+    pub fn feeds(&self) -> usize {
+        self.ctx.feeds.len()
     }
 
     /// Kills an event's actor without letting it flush, as a crash would. For fault tests.

@@ -8,6 +8,7 @@
 //! - [`recovery`]: loading an event back from PostgreSQL;
 //! - [`supervisor`]: the registry of live actors: one per event, spawned on demand, rebuilt
 //!   after a failure;
+//! - [`feed`]: each event's live feed of committed changes, for buyers' seat maps;
 //! - [`engine`]: the handle the server crate holds, with admission control.
 //!
 //! Dependencies point one way: `engine` → `supervisor` → `recovery`, `event` →
@@ -23,6 +24,7 @@ pub(crate) mod context;
 pub mod engine;
 pub mod error;
 pub(crate) mod event;
+pub mod feed;
 pub(crate) mod ids;
 pub mod inventory;
 pub(crate) mod io_runtime;

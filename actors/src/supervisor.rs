@@ -173,8 +173,11 @@ impl Registry {
     async fn spawn(&self, mut loaded: LoadedEvent) -> Result<EventHandle, EngineError> {
         // The first snapshot is built here, from the inventory itself, so that readers have
         // one the moment the actor is registered.
-        let snapshot = Arc::new(ArcSwap::from_pointee(loaded.inventory.snapshot(true)));
+        let first = loaded.inventory.snapshot(true);
+        let feed = self.ctx.feeds.loaded(loaded.epoch, &first);
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
         let args = EventArgs {
+            feed,
             ctx: self.ctx.clone(),
             inventory: loaded.inventory,
             epoch: loaded.epoch,
@@ -298,6 +301,8 @@ impl Actor for EventSupervisor {
             .live
             .remove_if(&event_id, |_, h| h.actor.get_id() == cell.get_id());
         metrics::gauge!("boxoffice_event_actors").set(state.children.len() as f64);
+        let live = state.registry.live.contains_key(&event_id);
+        state.registry.ctx.feeds.retire_if_unused(event_id, live);
         match failure {
             None => {
                 metrics::counter!("boxoffice_event_actor_stops_total").increment(1);

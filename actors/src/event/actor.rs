@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::messages::{EventMessage, Reply};
 use crate::context::EngineContext;
 use crate::error::EngineError;
+use crate::feed::Feed;
 use crate::ids;
 use crate::inventory::{Change, Decision, Inventory, InventorySnapshot, SectionSnapshot};
 use crate::types::{
@@ -48,6 +49,8 @@ pub struct EventArgs {
     pub pending: Vec<Change>,
     /// Where snapshots are published for readers.
     pub snapshot: Arc<ArcSwap<InventorySnapshot>>,
+    /// The event's live feed, told of every commit.
+    pub feed: Arc<Feed>,
 }
 
 /// The state of one event actor.
@@ -62,6 +65,8 @@ pub struct EventState {
     snapshot: Arc<ArcSwap<InventorySnapshot>>,
     /// The inventory version last published.
     published_version: u64,
+    /// The event's live feed: every committed batch is shown to subscribers.
+    feed: Arc<Feed>,
     /// The batch filling now.
     open: Batch,
     /// Full batches waiting for the flush in flight to finish, oldest first.
@@ -97,6 +102,7 @@ impl Actor for EventActor {
             epoch: args.epoch,
             snapshot: args.snapshot,
             published_version: u64::MAX,
+            feed: args.feed,
             open: Batch::default(),
             sealed: VecDeque::new(),
             flushing: false,
@@ -377,6 +383,7 @@ impl EventState {
         let pool = self.ctx.pool.clone();
         let timeout = self.ctx.config.flush_timeout();
         let (event_id, epoch) = (self.inventory.event_id(), self.epoch);
+        let feed = self.feed.clone();
         self.ctx.io.spawn(async move {
             let started = std::time::Instant::now();
             let written =
@@ -394,6 +401,9 @@ impl EventState {
                 Ok(()) => {
                     metrics::counter!("boxoffice_flush_rows_total")
                         .increment(batch.writes.rows() as u64);
+                    // Durable now: subscribers may see it. Queued before the replies go out,
+                    // so a buyer told "yes" finds it on every open seat map.
+                    feed.committed(epoch, &batch.writes);
                     batch.answer(Ok(()));
                 }
                 Err(error) => {

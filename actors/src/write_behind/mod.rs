@@ -11,5 +11,4 @@ mod batch;
 pub mod flush;
 
 pub use batch::Batch;
-#[cfg(feature = "test-support")]
 pub use batch::Writes;

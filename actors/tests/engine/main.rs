@@ -5,5 +5,6 @@ mod backstops;
 mod burst;
 mod expiry;
 mod faults;
+mod feed;
 mod shutdown;
 mod support;

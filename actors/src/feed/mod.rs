@@ -1,0 +1,333 @@
+//! The live feed of each event: what buyers' seat maps are told after every commit.
+//!
+//! - The flush task calls [`Feed::committed`] on the I/O thread right after COMMIT, with the
+//!   batch's coalesced writes: the feed moves its durable picture ([`view::LiveView`]) and
+//!   records the difference as one message, serialized once for every subscriber.
+//! - Sending it to thousands of subscribers is not done there, nor on the actor's turn: the
+//!   flush only wakes the feed's fan-out task (one wake-up), which runs on the server's
+//!   runtime and broadcasts the messages in order.
+//! - A subscriber gets, under the feed's lock, either the messages it missed (it names the
+//!   last one it saw; the feed keeps the last [`RECENT_MESSAGES_MAX`]) or the whole state,
+//!   then a receiver for what follows. A message can reach it twice (once in the state, once
+//!   from the receiver): [`Position::accepts`] tells which to skip.
+//! - Every (re)load of the event starts a new epoch (the fencing epoch of the load) with a
+//!   whole-state message, so a subscriber from before a crash is brought up to date without
+//!   reconnecting.
+//!
+//! Memory is bounded per event, not per subscriber: the recent messages, the broadcast ring
+//! and one cached whole state. How far one subscriber may fall behind is the server's
+//! decision (its own bounded buffer).
+
+pub mod view;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tokio::sync::{broadcast, Notify};
+
+use crate::inventory::InventorySnapshot;
+use crate::types::EventId;
+use crate::write_behind::Writes;
+use view::LiveView;
+
+/// Messages kept for subscribers that reconnect with the id of the last one they saw.
+pub const RECENT_MESSAGES_MAX: usize = 256;
+/// Messages the broadcast ring holds for a subscriber's forwarder that fell behind.
+pub const BROADCAST_RING_MESSAGES: usize = 1024;
+/// Messages waiting for the fan-out task; beyond it they are replaced by one whole state.
+const UNSENT_MESSAGES_MAX: usize = 1024;
+
+/// What a message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// The whole state: replaces whatever the subscriber had.
+    State,
+    /// What one commit changed.
+    Change,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::State => "state",
+            MessageKind::Change => "change",
+        }
+    }
+}
+
+/// Where a message stands in an event's feed: the epoch of the load it follows, and its
+/// number within it (0 is the state at load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub epoch: i64,
+    pub seq: u64,
+}
+
+impl Position {
+    /// As an SSE `id`: `epoch-seq`.
+    pub fn id(self) -> String {
+        format!("{}-{}", self.epoch, self.seq)
+    }
+
+    /// Reads an SSE `Last-Event-ID`.
+    pub fn parse(id: &str) -> Option<Position> {
+        let (epoch, seq) = id.trim().split_once('-')?;
+        Some(Position {
+            epoch: epoch.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// Whether a subscriber standing here should apply `message`: a change only if it is the
+    /// next in the same epoch; a whole state if it is newer.
+    pub fn accepts(self, message: &FeedMessage) -> bool {
+        match message.kind {
+            MessageKind::Change => message.at.epoch == self.epoch && message.at.seq > self.seq,
+            MessageKind::State => message.at > self,
+        }
+    }
+}
+
+/// One message, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct FeedMessage {
+    pub at: Position,
+    pub kind: MessageKind,
+    /// JSON: a [`view::LiveState`] or a [`view::LiveChange`].
+    pub data: String,
+}
+
+/// What a new subscriber starts from.
+pub struct Subscription {
+    /// To send first, in order: the messages it missed, or one whole state.
+    pub backlog: Vec<Arc<FeedMessage>>,
+    /// Where the backlog leaves it.
+    pub position: Position,
+    /// Everything after, possibly starting with messages already in the backlog.
+    pub receiver: broadcast::Receiver<Arc<FeedMessage>>,
+}
+
+/// The feed of one event.
+pub struct Feed {
+    inner: Mutex<FeedInner>,
+    sender: broadcast::Sender<Arc<FeedMessage>>,
+    /// Shared with the fan-out task, which outlives nothing: it stops when the feed is gone.
+    wake: Arc<Notify>,
+}
+
+struct FeedInner {
+    /// Where the feed stands: the last message made.
+    at: Position,
+    /// The durable picture.
+    view: LiveView,
+    /// The last messages, oldest first, for reconnecting subscribers.
+    recent: VecDeque<Arc<FeedMessage>>,
+    /// Messages the fan-out task has not broadcast yet.
+    unsent: Vec<Arc<FeedMessage>>,
+    /// The whole state at `at`, built when a subscriber first needs it.
+    state: Option<Arc<FeedMessage>>,
+}
+
+impl FeedInner {
+    fn state_message(&mut self) -> Arc<FeedMessage> {
+        if let Some(state) = self.state.as_ref().filter(|s| s.at == self.at) {
+            return state.clone();
+        }
+        let state = Arc::new(FeedMessage {
+            at: self.at,
+            kind: MessageKind::State,
+            data: serde_json::to_string(&self.view.state()).expect("serializable"),
+        });
+        self.state = Some(state.clone());
+        state
+    }
+
+    fn queue(&mut self, message: Arc<FeedMessage>) {
+        if self.unsent.len() >= UNSENT_MESSAGES_MAX {
+            // The fan-out task is starved: whoever is behind gets one whole state instead.
+            self.unsent.clear();
+            let state = self.state_message();
+            self.unsent.push(state);
+            return;
+        }
+        self.unsent.push(message);
+    }
+}
+
+impl Feed {
+    fn new(epoch: i64, snapshot: &InventorySnapshot, fanout: &tokio::runtime::Handle) -> Arc<Feed> {
+        let (sender, _) = broadcast::channel(BROADCAST_RING_MESSAGES);
+        let feed = Arc::new(Feed {
+            inner: Mutex::new(FeedInner {
+                at: Position { epoch, seq: 0 },
+                view: LiveView::from_snapshot(snapshot),
+                recent: VecDeque::new(),
+                unsent: Vec::new(),
+                state: None,
+            }),
+            sender,
+            wake: Arc::new(Notify::new()),
+        });
+        fanout.spawn(fan_out(Arc::downgrade(&feed), feed.wake.clone()));
+        feed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedInner> {
+        self.inner.lock().expect("feed lock not poisoned")
+    }
+
+    /// A new load of the event (a new epoch): subscribers get the whole state again.
+    fn reload(&self, epoch: i64, snapshot: &InventorySnapshot) {
+        let mut inner = self.lock();
+        assert!(epoch > inner.at.epoch, "epochs only grow");
+        inner.at = Position { epoch, seq: 0 };
+        inner.view = LiveView::from_snapshot(snapshot);
+        inner.recent.clear();
+        inner.unsent.clear();
+        let state = inner.state_message();
+        inner.recent.push_back(state.clone());
+        inner.unsent.push(state);
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// A batch written under `epoch` has committed. Runs on the I/O thread, after COMMIT:
+    /// moves the picture and queues the difference; the fan-out task sends it.
+    pub(crate) fn committed(&self, epoch: i64, writes: &Writes) {
+        let mut inner = self.lock();
+        if inner.at.epoch != epoch {
+            // A flush of a superseded actor cannot commit (the fence); nothing to show.
+            return;
+        }
+        let Some(change) = inner.view.apply(writes) else {
+            return;
+        };
+        inner.at.seq += 1;
+        let message = Arc::new(FeedMessage {
+            at: inner.at,
+            kind: MessageKind::Change,
+            data: serde_json::to_string(&change).expect("serializable"),
+        });
+        if inner.recent.len() >= RECENT_MESSAGES_MAX {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(message.clone());
+        inner.queue(message);
+        drop(inner);
+        metrics::counter!("boxoffice_stream_changes_total").increment(1);
+        self.wake.notify_one();
+    }
+
+    /// Subscribes. `last` is the last message the subscriber saw (SSE `Last-Event-ID`):
+    /// when the feed still has everything after it, only that is sent; otherwise the whole
+    /// state.
+    pub fn subscribe(&self, last: Option<Position>) -> Subscription {
+        let mut inner = self.lock();
+        let receiver = self.sender.subscribe();
+        let resumable = last.filter(|last| {
+            last.epoch == inner.at.epoch
+                && last.seq <= inner.at.seq
+                && inner
+                    .recent
+                    .front()
+                    .is_some_and(|first| first.at.seq <= last.seq + 1)
+        });
+        let backlog = match resumable {
+            Some(last) => inner
+                .recent
+                .iter()
+                .filter(|m| m.at.seq > last.seq)
+                .cloned()
+                .collect(),
+            None => vec![inner.state_message()],
+        };
+        Subscription {
+            backlog,
+            position: inner.at,
+            receiver,
+        }
+    }
+
+    /// Subscribers connected now.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // Lets the fan-out task see the feed is gone and end.
+        self.wake.notify_one();
+    }
+}
+
+/// Broadcasts each feed's messages in order, off the I/O thread and off the actor.
+async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(feed) = feed.upgrade() else {
+            return;
+        };
+        let unsent = std::mem::take(&mut feed.lock().unsent);
+        for message in unsent {
+            // No receiver is not an error: the message stays in `recent` for reconnects.
+            let _ = feed.sender.send(message);
+        }
+    }
+}
+
+/// Every event's feed. A feed is made when its event is loaded and kept while the event's
+/// actor lives or anyone subscribes.
+pub struct Feeds {
+    feeds: DashMap<EventId, Arc<Feed>>,
+    /// The runtime fan-out tasks run on (the server's).
+    fanout: tokio::runtime::Handle,
+}
+
+impl Feeds {
+    pub(crate) fn new(fanout: tokio::runtime::Handle) -> Feeds {
+        Feeds {
+            feeds: DashMap::new(),
+            fanout,
+        }
+    }
+
+    /// The event was loaded under `epoch`: its feed starts (or starts over) from here.
+    pub(crate) fn loaded(&self, epoch: i64, snapshot: &InventorySnapshot) -> Arc<Feed> {
+        let event_id = snapshot.event_id;
+        let mut entry = self
+            .feeds
+            .entry(event_id)
+            .or_insert_with(|| Feed::new(epoch, snapshot, &self.fanout));
+        let current = entry.lock().at.epoch;
+        if current < epoch {
+            entry.reload(epoch, snapshot);
+        } else if current > epoch {
+            // Cannot happen (every load takes a newer epoch); should it, start afresh.
+            *entry = Feed::new(epoch, snapshot, &self.fanout);
+        }
+        entry.clone()
+    }
+
+    /// The feed of a loaded event.
+    pub fn get(&self, event_id: EventId) -> Option<Arc<Feed>> {
+        self.feeds.get(&event_id).map(|f| f.clone())
+    }
+
+    /// Forgets a feed nobody listens to, when its event has no actor (`live` false).
+    pub(crate) fn retire_if_unused(&self, event_id: EventId, live: bool) {
+        if !live {
+            self.feeds.remove_if(&event_id, |_, f| f.subscribers() == 0);
+        }
+    }
+
+    /// Feeds kept now.
+    pub fn len(&self) -> usize {
+        self.feeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+}

@@ -1,0 +1,273 @@
+//! The durable picture of one event's inventory, as the live feed shows it.
+//!
+//! The actor's own snapshot runs ahead of the database: it shows every decision the moment
+//! it is made, before its batch commits. A buyer's seat map must not: a seat shown as taken
+//! by a hold whose batch then fails would have been a lie. So the feed keeps its own picture,
+//! moved only by batches that have committed (`LiveView::apply`, called after COMMIT with the
+//! batch's coalesced writes), and every message it sends is a difference between two durable
+//! states.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::inventory::{InventorySnapshot, RowSnapshot, SeatSnapshot, SectionRow};
+use crate::types::{EventId, EventStatus, SeatId, SeatStatus, SectionId, SectionKind};
+use crate::write_behind::Writes;
+
+/// One section as the feed shows it: counts and, when seated, every seat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveSection {
+    pub id: SectionId,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SectionKind,
+    pub capacity: u32,
+    pub price_cents: i64,
+    pub available: u32,
+    pub held: u32,
+    pub booked: u32,
+    /// Rows front first, seats left to right (seated sections only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<RowSnapshot>>,
+}
+
+/// A whole event: what a subscriber receives first, and again after a reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveState {
+    pub event_id: EventId,
+    pub status: EventStatus,
+    pub capacity: u32,
+    pub available: u32,
+    pub held: u32,
+    pub booked: u32,
+    pub sections: Vec<LiveSection>,
+}
+
+/// A section's counts after a commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SectionCountsChange {
+    pub id: SectionId,
+    pub available: u32,
+    pub held: u32,
+    pub booked: u32,
+}
+
+/// A seat whose status a commit changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatChange {
+    pub id: SeatId,
+    pub status: SeatStatus,
+}
+
+/// What one commit changed that a buyer can see. The event's totals are always included
+/// (they are a few bytes), so a client never has to add sections up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveChange {
+    pub status: EventStatus,
+    pub capacity: u32,
+    pub available: u32,
+    pub held: u32,
+    pub booked: u32,
+    /// Sections whose counts changed.
+    pub sections: Vec<SectionCountsChange>,
+    /// Seats whose status changed, in no particular order.
+    pub seats: Vec<SeatChange>,
+    /// Sections created by this commit, whole.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_sections: Vec<LiveSection>,
+}
+
+/// The durable picture, with an index from seat to its place for O(1) updates.
+#[derive(Debug)]
+pub struct LiveView {
+    event_id: EventId,
+    status: EventStatus,
+    sections: Vec<LiveSection>,
+    /// Section id → index in `sections`.
+    section_at: HashMap<SectionId, usize>,
+    /// Seat id → (section index, row index, seat index).
+    seat_at: HashMap<SeatId, (u32, u32, u32)>,
+}
+
+impl LiveView {
+    /// The picture of a freshly loaded inventory. A load reads only committed rows (and
+    /// treats holds past their expiry as released, as any later load would), so what it
+    /// yields is durable.
+    pub fn from_snapshot(snapshot: &InventorySnapshot) -> LiveView {
+        let mut view = LiveView {
+            event_id: snapshot.event_id,
+            status: snapshot.status,
+            sections: Vec::with_capacity(snapshot.sections.len()),
+            section_at: HashMap::new(),
+            seat_at: HashMap::new(),
+        };
+        for s in &snapshot.sections {
+            view.push_section(LiveSection {
+                id: s.id,
+                name: s.name.clone(),
+                kind: s.kind,
+                capacity: s.capacity,
+                price_cents: s.price_cents,
+                available: s.available,
+                held: s.held,
+                booked: s.booked,
+                rows: s.seats.as_ref().map(|m| m.rows.clone()),
+            });
+        }
+        view
+    }
+
+    fn push_section(&mut self, section: LiveSection) {
+        let at = self.sections.len();
+        if let Some(rows) = &section.rows {
+            for (r, row) in rows.iter().enumerate() {
+                for (i, seat) in row.seats.iter().enumerate() {
+                    self.seat_at
+                        .insert(seat.id, (at as u32, r as u32, i as u32));
+                }
+            }
+        }
+        self.section_at.insert(section.id, at);
+        self.sections.push(section);
+    }
+
+    /// The whole picture.
+    pub fn state(&self) -> LiveState {
+        let (capacity, available, held, booked) = self.totals();
+        LiveState {
+            event_id: self.event_id,
+            status: self.status,
+            capacity,
+            available,
+            held,
+            booked,
+            sections: self.sections.clone(),
+        }
+    }
+
+    fn totals(&self) -> (u32, u32, u32, u32) {
+        self.sections.iter().fold((0, 0, 0, 0), |t, s| {
+            (
+                t.0 + s.capacity,
+                t.1 + s.available,
+                t.2 + s.held,
+                t.3 + s.booked,
+            )
+        })
+    }
+
+    /// Moves the picture by one committed batch. Returns what a buyer can see changed, or
+    /// `None` when nothing visible did (a discount created, a booking's reference).
+    pub(crate) fn apply(&mut self, w: &Writes) -> Option<LiveChange> {
+        let mut new_sections = Vec::new();
+        for row in &w.sections_new {
+            if self.section_at.contains_key(&row.id) {
+                continue;
+            }
+            let section = new_section(row);
+            new_sections.push(section.clone());
+            self.push_section(section);
+        }
+        let mut seats = Vec::new();
+        for (&id, update) in &w.seats {
+            let Some(&(s, r, i)) = self.seat_at.get(&id) else {
+                continue;
+            };
+            let rows = self.sections[s as usize]
+                .rows
+                .as_mut()
+                .expect("indexed seats exist");
+            let seat = &mut rows[r as usize].seats[i as usize];
+            if seat.status != update.status {
+                seat.status = update.status;
+                seats.push(SeatChange {
+                    id,
+                    status: update.status,
+                });
+            }
+        }
+        let mut sections = Vec::new();
+        for (&id, counts) in &w.sections {
+            let Some(&at) = self.section_at.get(&id) else {
+                continue;
+            };
+            let s = &mut self.sections[at];
+            if (s.available, s.held, s.booked) != (counts.available, counts.held, counts.booked) {
+                s.available = counts.available;
+                s.held = counts.held;
+                s.booked = counts.booked;
+                sections.push(SectionCountsChange {
+                    id,
+                    available: counts.available,
+                    held: counts.held,
+                    booked: counts.booked,
+                });
+            }
+        }
+        let status_changed = match w.event {
+            Some(e) if e.status != self.status => {
+                self.status = e.status;
+                true
+            }
+            _ => false,
+        };
+        if sections.is_empty() && seats.is_empty() && new_sections.is_empty() && !status_changed {
+            return None;
+        }
+        // The order seats come out of the hash map is arbitrary; sorted, a message is the
+        // same for the same commit, which keeps tests and diffs readable.
+        sections.sort_unstable_by_key(|s| s.id);
+        seats.sort_unstable_by_key(|s| s.id);
+        let (capacity, available, held, booked) = self.totals();
+        Some(LiveChange {
+            status: self.status,
+            capacity,
+            available,
+            held,
+            booked,
+            sections,
+            seats,
+            new_sections,
+        })
+    }
+}
+
+/// A section just created: everything on sale.
+fn new_section(row: &SectionRow) -> LiveSection {
+    let rows = (row.kind == SectionKind::Seated).then(|| {
+        let mut rows: Vec<RowSnapshot> = Vec::new();
+        for seat in &row.seats {
+            if rows.last().is_none_or(|r| r.index != seat.row_index) {
+                rows.push(RowSnapshot {
+                    label: seat.row_label.clone(),
+                    index: seat.row_index,
+                    seats: Vec::new(),
+                });
+            }
+            let last = rows.last_mut().expect("just pushed");
+            last.seats.push(SeatSnapshot {
+                id: seat.id,
+                number: seat.seat_number,
+                status: SeatStatus::Available,
+            });
+        }
+        rows
+    });
+    LiveSection {
+        id: row.id,
+        name: row.name.clone(),
+        kind: row.kind,
+        capacity: row.capacity,
+        price_cents: row.price_cents,
+        available: row.capacity,
+        held: 0,
+        booked: 0,
+        rows,
+    }
+}
