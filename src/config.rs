@@ -68,6 +68,13 @@ pub struct Settings {
     /// The longest a connection's next request is held after a 503 with `Retry-After` (0:
     /// off).
     pub pace_max_ms: u64,
+    /// Live-inventory stream subscribers this node serves at once; more get 503.
+    pub stream_max_subscribers: usize,
+    /// Messages buffered for one stream subscriber; a subscriber that falls further behind
+    /// is dropped (and reconnects).
+    pub stream_buffer_messages: usize,
+    /// Seconds between heartbeat comments on an idle stream.
+    pub stream_heartbeat_seconds: u64,
     /// `json` for machine-readable logs, anything else for human-readable ones.
     pub log_format: String,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
@@ -170,6 +177,9 @@ impl Settings {
             login_cache_seconds: parsed("LOGIN_CACHE_SECONDS", 300)?,
             header_timeout_ms: parsed("HEADER_TIMEOUT_MS", 5_000)?,
             pace_max_ms: parsed("PACE_MAX_MS", 1_000)?,
+            stream_max_subscribers: parsed("STREAM_MAX_SUBSCRIBERS", 20_000)?,
+            stream_buffer_messages: parsed("STREAM_BUFFER_MESSAGES", 64)?,
+            stream_heartbeat_seconds: parsed("STREAM_HEARTBEAT_SECONDS", 15)?,
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),

@@ -18,6 +18,9 @@
 //!   asks again at once simply waits, its request costing nothing meanwhile. Without it,
 //!   thousands of clients retrying in a closed loop turn every cycle the server saves by
 //!   refusing cheaply into more refusals, and the admitted buyers starve;
+//! - **a way for a handler to drop its own connection** ([`ConnectionCloser`]): a live
+//!   stream whose client stopped reading cannot be ended by ending its body, because hyper
+//!   only polls a body when the socket can take more; closing the socket is the only end;
 //! - **a graceful drain**: on shutdown the listener closes first, idle connections are
 //!   closed, and requests in flight finish.
 
@@ -77,6 +80,18 @@ impl Pacing {
     }
 }
 
+/// Closes the connection a request arrived on, whatever it is doing. Every request carries
+/// one in its extensions.
+#[derive(Clone, Debug)]
+pub struct ConnectionCloser(tokio_util::sync::CancellationToken);
+
+impl ConnectionCloser {
+    /// Drops the connection: its socket is closed at once, unsent data discarded.
+    pub fn close(&self) {
+        self.0.cancel();
+    }
+}
+
 /// The bounds on connections.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -127,9 +142,12 @@ pub async fn serve(
         metrics::gauge!("boxoffice_http_connections").increment(1.0);
         let router = router.clone();
         let pacing = Arc::new(Pacing::new(limits.pace_max));
+        let closer = ConnectionCloser(tokio_util::sync::CancellationToken::new());
+        let closed = closer.0.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(closer.clone());
             let (router, pacing) = (router.clone(), pacing.clone());
             async move {
                 pacing.wait_turn().await;
@@ -140,7 +158,12 @@ pub async fn serve(
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let ended = tokio::select! {
+                ended = connection => ended,
+                // Dropping the connection closes its socket.
+                () = closed.cancelled() => Ok(()),
+            };
+            if let Err(e) = ended {
                 if e.is_timeout() {
                     metrics::counter!("boxoffice_http_connections_timed_out_total").increment(1);
                 }

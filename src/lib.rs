@@ -23,6 +23,7 @@ pub mod reservations;
 pub mod sections;
 pub mod startup;
 pub mod state;
+pub mod stream;
 pub mod telemetry;
 pub mod users;
 pub mod venues;

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
-use crate::{auth, bookings, discounts, events, health, reservations, sections, venues};
+use crate::{auth, bookings, discounts, events, health, reservations, sections, stream, venues};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, v
         auth::register, auth::login, auth::me,
         venues::create, venues::list,
         events::create, events::list, events::details, events::update,
-        sections::create, sections::inventory, sections::seat_map,
+        sections::create, sections::inventory, sections::seat_map, stream::stream,
         reservations::create, reservations::mine, reservations::one, reservations::release,
         bookings::create, bookings::mine, bookings::one, bookings::cancel, bookings::of_event,
         bookings::export::export,

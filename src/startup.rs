@@ -29,7 +29,7 @@ use crate::error::{ApiError, NotFound};
 use crate::state::{AppContext, AppState};
 use crate::{
     auth, bookings, connections, db, discounts, events, health, openapi, outbox, reservations,
-    sections, telemetry, venues,
+    sections, stream, telemetry, venues,
 };
 
 /// A built, bound, not yet serving application.
@@ -75,6 +75,8 @@ impl Application {
             )),
             pool,
             engine,
+            stream_slots: Arc::new(tokio::sync::Semaphore::new(settings.stream_max_subscribers)),
+            stopping: tokio_util::sync::CancellationToken::new(),
             settings: Arc::new(settings),
         });
         Ok(Application {
@@ -124,6 +126,12 @@ impl Application {
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
             pace_max: Duration::from_millis(state.settings.pace_max_ms),
         };
+        // Streams never end by themselves: shutdown ends them, so the drain can finish.
+        let stopping = state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         connections::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped accepting; flushing the engine");
         state.engine.shutdown().await;
@@ -148,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .merge(venues::routes())
         .merge(events::routes())
         .merge(sections::routes())
+        .merge(stream::routes())
         .merge(reservations::routes(&state))
         .merge(bookings::routes())
         .merge(discounts::routes())

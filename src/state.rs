@@ -41,6 +41,10 @@ pub struct AppContext {
     pub login_throttle: Arc<LoginThrottle>,
     /// The settings the server runs with.
     pub settings: Arc<Settings>,
+    /// One permit per live-inventory stream subscriber (`STREAM_MAX_SUBSCRIBERS`).
+    pub stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when shutdown begins: streams end so that the drain can finish.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

@@ -204,7 +204,21 @@ async fn a_request_built_from_the_document_is_accepted_by_every_operation() {
             }
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
+            // A stream never ends: its head and first message are what can be checked.
+            let streams = op["responses"]["200"]["content"]
+                .get("text/event-stream")
+                .is_some();
+            let body = if streams && status == 200 {
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "text/event-stream",
+                    "{method} {template}: the documented content type"
+                );
+                let mut response = response;
+                String::from_utf8_lossy(&response.chunk().await.unwrap().unwrap()).into_owned()
+            } else {
+                response.text().await.unwrap_or_default()
+            };
             assert!(
                 ![400, 401, 403, 415, 422].contains(&status),
                 "{method} {template}: the document's own request was refused: {status} {body}"

@@ -18,4 +18,5 @@ mod observability;
 mod reservations;
 mod rules;
 mod sections;
+mod stream;
 mod structure;
