@@ -27,3 +27,4 @@ pub mod stream;
 pub mod telemetry;
 pub mod users;
 pub mod venues;
+pub mod web;

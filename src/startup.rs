@@ -29,7 +29,7 @@ use crate::error::{ApiError, NotFound};
 use crate::state::{AppContext, AppState};
 use crate::{
     auth, bookings, connections, db, discounts, events, health, openapi, outbox, reservations,
-    sections, stream, telemetry, venues,
+    sections, stream, telemetry, venues, web,
 };
 
 /// A built, bound, not yet serving application.
@@ -157,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(sections::routes())
         .merge(stream::routes())
+        .merge(web::routes())
         .merge(reservations::routes(&state))
         .merge(bookings::routes())
         .merge(discounts::routes())

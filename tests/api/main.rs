@@ -4,6 +4,7 @@
 mod auth;
 mod authz;
 mod bookings;
+mod browser;
 mod cache;
 mod concurrency;
 mod contract;
