@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use changes::{BookingRow, Change, DiscountRow, HoldRow, SeatRow, SectionRow};
 pub use restore::{Restored, RestoredBooking, RestoredHold, RestoredSection};
-pub use seat_map::{RowSpec, SeatMap, SeatOwner};
+pub use seat_map::{Placement, RowSpec, SeatMap, SeatOwner, ORPHAN_LOOKBACK_ROWS};
 pub use snapshot::{
     InventorySnapshot, RowSnapshot, SeatMapSnapshot, SeatSnapshot, SectionSnapshot,
 };

@@ -24,6 +24,34 @@ pub struct RowSpec {
     pub seats: Vec<(SeatId, i32)>,
 }
 
+/// How best-available places a group in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The window nearest the row's centre, whatever it leaves beside it. What the engine
+    /// did first; kept to measure the other against (`orphans_left_by_a_sellout_of_groups`).
+    CentreFirst,
+    /// Like `CentreFirst`, but never leaving a single free seat between taken ones (or
+    /// against the row's end) when another window in the row, or in the next
+    /// [`ORPHAN_LOOKBACK_ROWS`] rows that can seat the group, leaves none. A lone seat can
+    /// only ever be sold to a buyer alone; in a sellout of pairs and groups it stays empty.
+    AvoidOrphans,
+}
+
+/// How many rows behind the front-most one that can seat a group best-available looks for a
+/// place that strands no seat.
+pub const ORPHAN_LOOKBACK_ROWS: usize = 2;
+
+/// A candidate window in a row.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Row-relative first seat.
+    start: u32,
+    /// Lone free seats it would leave beside it (0–2).
+    orphans: u32,
+    /// Twice the distance of its centre from the row's centre.
+    distance: u32,
+}
+
 /// A row of seats: a slice of the section's flat seat arrays plus its free-seat bitmap.
 #[derive(Clone, Debug)]
 struct Row {
@@ -65,6 +93,65 @@ impl Row {
             }
             word = self.free_bits[word_index] ^ flip;
         }
+    }
+
+    /// Flat positions of `quantity` seats from row-relative `start`.
+    fn window(&self, start: u32, quantity: u32) -> Vec<u32> {
+        (0..quantity).map(|k| self.start + start + k).collect()
+    }
+
+    /// The best window of `quantity` free seats in this row: fewest lone seats left beside
+    /// it (when avoiding them), then nearest the row's centre.
+    fn best_window(&self, quantity: u32, placement: Placement) -> Option<Window> {
+        // Twice the distance between a window's centre and the row's centre, so that
+        // everything stays in integers: |2s + q - len| for a window starting at s.
+        let ideal_start = (self.len.saturating_sub(quantity)) / 2;
+        let mut best: Option<Window> = None;
+        for (run_start, run_end) in self.free_runs() {
+            if run_end - run_start < quantity {
+                continue;
+            }
+            let last = run_end - quantity;
+            let centre = ideal_start.clamp(run_start, last);
+            // The centre-most start, and the starts that leave no gap of one on either side:
+            // flush with an end of the run, or two seats in from it, or next to the centre.
+            let candidates = [
+                Some(centre),
+                centre.checked_sub(1),
+                centre.checked_add(1),
+                centre.checked_sub(2),
+                centre.checked_add(2),
+                Some(run_start),
+                run_start.checked_add(2),
+                Some(last),
+                last.checked_sub(2),
+            ];
+            let considered = match placement {
+                Placement::CentreFirst => &candidates[..1],
+                Placement::AvoidOrphans => &candidates[..],
+            };
+            for start in considered.iter().flatten().copied() {
+                if start < run_start || start > last {
+                    continue;
+                }
+                let orphans = match placement {
+                    Placement::CentreFirst => 0,
+                    Placement::AvoidOrphans => {
+                        u32::from(start - run_start == 1) + u32::from(last - start == 1)
+                    }
+                };
+                let window = Window {
+                    start,
+                    orphans,
+                    distance: (2 * start + quantity).abs_diff(self.len),
+                };
+                if best.is_none_or(|b| (window.orphans, window.distance) < (b.orphans, b.distance))
+                {
+                    best = Some(window);
+                }
+            }
+        }
+        best
     }
 
     /// Maximal runs of free seats, as `[start, end)` row-relative indexes.
@@ -190,36 +277,38 @@ impl SeatMap {
         }
     }
 
-    /// The best `quantity` adjacent free seats in one row: the front-most row that has them,
-    /// and in that row the window whose centre is nearest the row's centre. `None` when no
-    /// row has that many free seats side by side.
+    /// The best `quantity` adjacent free seats in one row, leaving no lone seat where it can
+    /// ([`Placement::AvoidOrphans`]). `None` when no row has that many free seats side by side.
     pub fn best_adjacent(&self, quantity: u32) -> Option<Vec<u32>> {
+        self.best_adjacent_by(quantity, Placement::AvoidOrphans)
+    }
+
+    /// The best `quantity` adjacent free seats in one row, chosen by `placement`.
+    pub fn best_adjacent_by(&self, quantity: u32, placement: Placement) -> Option<Vec<u32>> {
         if quantity == 0 {
             return None;
         }
+        let mut first: Option<(&Row, Window)> = None;
+        let mut rows_looked_at = 0;
         for row in &self.rows {
             if row.free_count < quantity {
                 continue;
             }
-            // Twice the distance between a window's centre and the row's centre, so that
-            // everything stays in integers: |2s + q - len| for a window starting at s.
-            let ideal_start = (row.len.saturating_sub(quantity)) / 2;
-            let mut best: Option<(u32, u32)> = None; // (score, start)
-            for (run_start, run_end) in row.free_runs() {
-                if run_end - run_start < quantity {
-                    continue;
-                }
-                let start = ideal_start.clamp(run_start, run_end - quantity);
-                let score = (2 * start + quantity).abs_diff(row.len);
-                if best.is_none_or(|(s, _)| score < s) {
-                    best = Some((score, start));
-                }
+            let Some(best) = row.best_window(quantity, placement) else {
+                continue;
+            };
+            if best.orphans == 0 || placement == Placement::CentreFirst {
+                return Some(row.window(best.start, quantity));
             }
-            if let Some((_, start)) = best {
-                return Some((0..quantity).map(|k| row.start + start + k).collect());
+            // This row would strand a seat: a row or two further back may seat the group
+            // without doing so; further than that, a lone seat is the lesser harm.
+            first.get_or_insert((row, best));
+            rows_looked_at += 1;
+            if rows_looked_at > ORPHAN_LOOKBACK_ROWS {
+                break;
             }
         }
-        None
+        first.map(|(row, best)| row.window(best.start, quantity))
     }
 
     /// The best `quantity` free seats wherever they are: front rows first, then nearest the
@@ -372,5 +461,92 @@ mod tests {
             "last of A and first of B are not neighbours"
         );
         assert!(!m.adjacent_in_one_row(&[0, 2]));
+    }
+
+    /// Seats left free when groups who never accept split seats buy best-available until
+    /// nothing more can be sold to them: 30,000 arrivals of 2 to 6 people (pairs most
+    /// often), deterministic from `seed`.
+    fn sellout(rows: u32, per_row: u32, seed: u64, placement: Placement) -> u32 {
+        let mut m = map(rows, per_row);
+        let mut state = seed;
+        let mut next = || {
+            // xorshift64*: repeatable without a dependency.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        for _ in 0..30_000 {
+            let quantity = match next() % 20 {
+                0..=8 => 2,
+                9..=11 => 3,
+                12..=16 => 4,
+                17 => 5,
+                _ => 6,
+            };
+            if let Some(seats) = m.best_adjacent_by(quantity, placement) {
+                for p in seats {
+                    m.set_owner(p, SeatOwner::Booked(1));
+                }
+            }
+            if m.free_count() == 0 {
+                break;
+            }
+        }
+        m.check().unwrap();
+        m.free_count()
+    }
+
+    /// The figure README.md quotes: `cargo test -p boxoffice-engine orphans -- --nocapture`.
+    #[test]
+    fn orphans_left_by_a_sellout_of_groups() {
+        let mut totals = (0, 0);
+        for (rows, per_row) in [(20, 24), (30, 41), (10, 15)] {
+            let (mut before, mut after) = (0, 0);
+            for seed in 1..=10u64 {
+                before += sellout(rows, per_row, seed, Placement::CentreFirst);
+                after += sellout(rows, per_row, seed, Placement::AvoidOrphans);
+            }
+            eprintln!(
+                "{rows} x {per_row} seats, 10 sellouts ({} seats): {before} left unsold centre-first, {after} avoiding orphans",
+                10 * rows * per_row
+            );
+            totals.0 += before;
+            totals.1 += after;
+        }
+        assert!(
+            totals.1 * 2 < totals.0,
+            "avoiding orphans leaves less than half the unsellable seats: {totals:?}"
+        );
+    }
+
+    #[test]
+    fn a_group_is_not_placed_where_it_would_strand_one_seat() {
+        // Row A: seats 0..10, with 3 taken at the left: free run 3..10 (7 seats). A pair at
+        // the centre (4, 5) would leave seat 3 alone; flush left (3, 4) leaves 5..10 (5).
+        let mut m = map(2, 10);
+        for p in 0..3 {
+            m.set_owner(p, SeatOwner::Booked(1));
+        }
+        assert_eq!(
+            m.best_adjacent_by(2, Placement::CentreFirst).unwrap(),
+            vec![4, 5]
+        );
+        let seats = m.best_adjacent(2).unwrap();
+        assert!(
+            seats.iter().all(|&p| p < 10),
+            "still the front row: {seats:?}"
+        );
+        let (lo, hi) = (seats[0], seats[1]);
+        assert!(lo - 3 != 1 && 9 - hi != 1, "no lone seat beside {seats:?}");
+        // A run of exactly three in the only row: a pair must strand one; it still sells.
+        let mut tight = map(1, 3);
+        assert_eq!(tight.best_adjacent(2).unwrap().len(), 2);
+        tight.set_owner(0, SeatOwner::Booked(1));
+        assert_eq!(
+            tight.best_adjacent(2).unwrap(),
+            vec![1, 2],
+            "fills the run exactly"
+        );
     }
 }
