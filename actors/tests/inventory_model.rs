@@ -200,30 +200,47 @@ impl Model {
 
     /// The front-most row with `q` adjacent free seats, and the most central such window in
     /// it: as best-available must choose.
+    /// Best available, by brute force: in each row every free window of `q` seats is scored
+    /// by the lone seats it would leave beside it within its free run, then by its distance
+    /// from the row's centre. The front-most row that can seat the group wins, unless its
+    /// best window strands a seat and one of the next `ORPHAN_LOOKBACK_ROWS` rows that can
+    /// seat it does not. Every window with the winning score is an acceptable answer.
     fn best_adjacent(&self, q: usize) -> Option<Vec<usize>> {
-        for row in 0..ROWS {
-            let mut best: Option<(usize, usize)> = None;
+        let free = |row: usize, i: usize| self.seats[row * PER_ROW + i] == Owner::Free;
+        let row_best = |row: usize| -> Option<((usize, usize), Vec<usize>)> {
+            let mut scored = Vec::new();
             for start in 0..=(PER_ROW - q) {
-                let free = (start..start + q).all(|i| self.seats[row * PER_ROW + i] == Owner::Free);
-                if free {
-                    let score = (2 * start + q).abs_diff(PER_ROW);
-                    if best.is_none_or(|(s, _)| score < s) {
-                        best = Some((score, start));
-                    }
+                if !(start..start + q).all(|i| free(row, i)) {
+                    continue;
                 }
+                let mut left = 0;
+                while start > left && free(row, start - left - 1) {
+                    left += 1;
+                }
+                let mut right = 0;
+                while start + q + right < PER_ROW && free(row, start + q + right) {
+                    right += 1;
+                }
+                let orphans = usize::from(left == 1) + usize::from(right == 1);
+                scored.push(((orphans, (2 * start + q).abs_diff(PER_ROW)), start));
             }
-            if let Some((score, _)) = best {
-                // Any window with the best score is as good as another.
-                let starts: Vec<usize> = (0..=(PER_ROW - q))
-                    .filter(|&s| {
-                        (s..s + q).all(|i| self.seats[row * PER_ROW + i] == Owner::Free)
-                            && (2 * s + q).abs_diff(PER_ROW) == score
-                    })
-                    .collect();
-                return Some(starts.iter().map(|s| row * PER_ROW + s).collect());
-            }
+            let best = scored.iter().map(|(score, _)| *score).min()?;
+            let starts = scored
+                .iter()
+                .filter(|(score, _)| *score == best)
+                .map(|(_, s)| row * PER_ROW + s)
+                .collect();
+            Some((best, starts))
+        };
+        let mut rows = (0..ROWS).filter_map(row_best);
+        let (first_score, first) = rows.next()?;
+        if first_score.0 == 0 {
+            return Some(first);
         }
-        None
+        rows.take(boxoffice_engine::inventory::ORPHAN_LOOKBACK_ROWS)
+            .find(|(score, _)| score.0 == 0)
+            .map(|(_, starts)| starts)
+            .or(Some(first))
     }
 
     fn expire(&mut self) -> usize {

@@ -332,6 +332,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_are_unaffecte
     settings.stream_buffer_messages = 4;
     // Writing 200,000 seats in one flush takes seconds in a debug build.
     settings.engine.flush_timeout_ms = 120_000;
+    settings.engine.call_timeout_ms = 120_000;
     settings.request_timeout_ms = 120_000;
     let app = spawn_app_with(db, settings).await;
     let (_, organizer) = app.user("ORGANIZER").await;

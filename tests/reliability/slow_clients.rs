@@ -36,7 +36,15 @@ async fn stalled_headers_are_closed_and_buyers_are_served_throughout() {
         );
         let section_id = scene.section_id;
         buyers.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+            // A pooled connection is not reused after 1 s idle, well before the server's
+            // 2 s: on a starved machine a buyer's task may idle that long between requests,
+            // and reusing a connection the server is closing at that instant would fail
+            // the request for a reason that is the client's, not the server's.
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .pool_idle_timeout(Duration::from_millis(1000))
+                .build()
+                .unwrap();
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 990 {
                 let r = client
