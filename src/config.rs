@@ -205,6 +205,7 @@ impl Settings {
                     "ENGINE_IDLE_TIMEOUT_SECONDS",
                     defaults.idle_timeout_seconds,
                 )?,
+                stream_interval_ms: parsed("STREAM_INTERVAL_MS", defaults.stream_interval_ms)?,
                 ..defaults
             },
         })

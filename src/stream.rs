@@ -17,14 +17,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use boxoffice_engine::feed::{FeedMessage, Position};
 use boxoffice_engine::types::EventStatus;
+use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -57,9 +58,12 @@ impl Drop for Subscribed {
 }
 
 /// Live availability as Server-Sent Events. `event: state` carries the whole state
-/// (`LiveState`: counts and every seat of seated sections), `event: change` what one commit
-/// changed (`LiveChange`: the event's totals, changed section counts, seats whose status
-/// changed, new sections). Reconnect with `Last-Event-ID` to get what was missed.
+/// (`LiveState`: counts and every seat of seated sections), `event: change` what changed
+/// since the previous message (`LiveChange`: the event's totals, changed section counts,
+/// seats whose status changed grouped by new status — `{"RESERVED": [ids], "BOOKED": [ids],
+/// "AVAILABLE": [ids]}` — and new sections). A commit after a quiet spell is sent at once;
+/// commits that come faster are sent together, one message per `STREAM_INTERVAL_MS`.
+/// Reconnect with `Last-Event-ID` to get what was missed.
 #[utoipa::path(get, path = "/events/{id}/inventory/stream", tag = "sections",
     params(("id" = i64, Path),
            ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last message received (`epoch-seq`); the stream resumes after it when it can, and starts with the whole state otherwise.")),
@@ -149,30 +153,38 @@ pub async fn stream(
         }
     });
 
-    let mut first = true;
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |message| {
-        metrics::counter!("boxoffice_stream_messages_sent_total").increment(1);
-        let mut event = Event::default()
-            .id(message.at.id())
-            .event(message.kind.as_str())
-            .data(&message.data);
-        if std::mem::take(&mut first) {
-            event = event.retry(RECONNECT_AFTER);
-        }
-        Ok::<_, Infallible>(event)
-    });
+    // The body: a `retry:` line, then each message's frame as the feed built it — the same
+    // bytes for every subscriber, never copied or formatted per connection — and a comment
+    // when the stream has been quiet for a heartbeat.
     let heartbeat = Duration::from_secs(state.settings.stream_heartbeat_seconds.max(1));
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(heartbeat))
-        .into_response();
+    let frames = async_stream::stream! {
+        let sent = metrics::counter!("boxoffice_stream_messages_sent_total");
+        yield Ok::<_, Infallible>(Bytes::from(format!(
+            "retry: {}\n\n",
+            RECONNECT_AFTER.as_millis()
+        )));
+        let mut quiet = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = rx.recv() => {
+                    let Some(message) = message else { break };
+                    sent.increment(1);
+                    quiet.reset();
+                    yield Ok(message.frame());
+                }
+                _ = quiet.tick() => yield Ok(Bytes::from_static(b": heartbeat\n\n")),
+            }
+        }
+    };
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer responses (nginx) would hold the stream back.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
-
-use futures::StreamExt as _;

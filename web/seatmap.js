@@ -54,12 +54,15 @@ export class LiveInventory {
       this.drawCounts(section);
     }
     let lost = 0;
-    for (const { id, status } of change.seats) {
-      const seat = this.seats.get(id);
-      if (!seat) continue;
-      seat.status = status;
-      if (status !== "AVAILABLE" && this.selected.delete(id)) lost += 1;
-      this.drawSeat(seat);
+    // Seats that changed, grouped by their new status: {"RESERVED": [ids], ...}.
+    for (const [status, ids] of Object.entries(change.seats)) {
+      for (const id of ids) {
+        const seat = this.seats.get(id);
+        if (!seat) continue;
+        seat.status = status;
+        if (status !== "AVAILABLE" && this.selected.delete(id)) lost += 1;
+        this.drawSeat(seat);
+      }
     }
     this.status = change.status;
     this.onChange(lost);

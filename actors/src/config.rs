@@ -33,6 +33,10 @@ pub struct EngineConfig {
     /// fraction of what it can, and every admitted buyer would wait with it. Tests that
     /// pause tokio's clock set this to false, so that the actors share their clock.
     pub actor_thread: bool,
+    /// The least time between two live-feed messages of one event. Commits that come faster
+    /// are shown together; a commit after a quiet spell is shown at once. Zero: a message
+    /// per commit.
+    pub stream_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +58,9 @@ impl Default for EngineConfig {
             db_connections: 8,
             shutdown_timeout_ms: 10_000,
             actor_thread: true,
+            // Four updates a second is live to a buyer's eye, and bounds what each of
+            // thousands of subscribers costs whatever the commit rate.
+            stream_interval_ms: 250,
         }
     }
 }
@@ -73,6 +80,10 @@ impl EngineConfig {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn stream_interval(&self) -> Duration {
+        Duration::from_millis(self.stream_interval_ms)
     }
 
     /// How often an actor checks whether it has been idle long enough to stop.

@@ -66,7 +66,10 @@ impl EngineContext {
             booking_ids: ids("bookings_id_seq"),
             clock: Clock::new(),
             // Fan-out runs on the runtime that starts the engine: the server's.
-            feeds: Arc::new(Feeds::new(tokio::runtime::Handle::current())),
+            feeds: Arc::new(Feeds::new(
+                tokio::runtime::Handle::current(),
+                config.stream_interval(),
+            )),
             actors: config
                 .actor_thread
                 .then(|| IoRuntime::start_named("boxoffice-actors")),

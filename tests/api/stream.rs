@@ -25,6 +25,8 @@ pub struct Subscriber {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     pending: String,
     pub last_id: Option<String>,
+    /// The reconnection delay the server set (`retry:`), in milliseconds.
+    pub retry: Option<u64>,
     pub messages: usize,
     pub first: Option<Message>,
     /// Seat id → status.
@@ -52,6 +54,7 @@ impl Subscriber {
             body: response.bytes_stream().boxed(),
             pending: String::new(),
             last_id: last_id.map(str::to_string),
+            retry: None,
             messages: 0,
             first: None,
             seats: HashMap::new(),
@@ -79,9 +82,15 @@ impl Subscriber {
                         _ => {}
                     }
                 }
+                // A frame without data (the `retry:` line, a heartbeat) is no message; the
+                // reconnection delay it sets is kept, as a browser keeps it.
+                if m.retry.is_some() {
+                    self.retry = m.retry;
+                }
                 if m.data.is_empty() {
                     continue;
                 }
+                m.retry = self.retry;
                 return m;
             }
             let chunk = self
@@ -117,11 +126,10 @@ impl Subscriber {
                 }
             }
         }
-        for seat in data["seats"].as_array().into_iter().flatten() {
-            self.seats.insert(
-                seat["id"].as_i64().unwrap(),
-                seat["status"].as_str().unwrap().into(),
-            );
+        for (status, ids) in data["seats"].as_object().into_iter().flatten() {
+            for id in ids.as_array().unwrap() {
+                self.seats.insert(id.as_i64().unwrap(), status.clone());
+            }
         }
         self.last_id = Some(m.id.clone());
         self.messages += 1;
@@ -204,8 +212,13 @@ async fn subscribers_that_apply_every_message_end_with_what_postgres_holds() {
         assert_eq!(first.event, "state", "the whole state comes first");
         assert!(first.retry.is_some(), "with a reconnection delay");
         assert!(!first.id.is_empty(), "and an id to resume from");
-        assert_eq!(s.seats.len(), 200);
         subscribers.push(s);
+    }
+    // The set-up's last commits may follow the first state by one feed interval.
+    let before = stored(&app, event_id).await;
+    for s in &mut subscribers {
+        s.until_equal(&before).await;
+        assert_eq!(s.seats.len(), 200);
     }
 
     // 60 buyers at once over HTTP: best-available pairs, general tickets; a third book, a
@@ -269,7 +282,11 @@ async fn subscribers_that_apply_every_message_end_with_what_postgres_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_with_last_event_id_gets_only_what_it_missed() {
-    let app = spawn_app().await;
+    // A message per commit, so that each commit missed is one message to resend.
+    let db = boxoffice_engine::testdb::TestDb::create().await;
+    let mut settings = test_settings(&db);
+    settings.engine.stream_interval_ms = 0;
+    let app = spawn_app_with(db, settings).await;
     let (_, organizer) = app.user("ORGANIZER").await;
     let (event_id, _, stalls) = app.event_on_sale(&organizer, 10, 2, 10, 8).await;
     let seats = seat_ids(&app, event_id, stalls).await;
@@ -294,10 +311,7 @@ async fn a_reconnect_with_last_event_id_gets_only_what_it_missed() {
     let change = s.apply_next().await;
     assert_eq!(change.event, "change");
     let data: Value = serde_json::from_str(&change.data).unwrap();
-    assert_eq!(
-        data["seats"],
-        json!([{"id": seats[0], "status": "RESERVED"}])
-    );
+    assert_eq!(data["seats"], json!({"RESERVED": [seats[0]]}));
     let seen = s.last_id.clone().unwrap();
     drop(s);
 
@@ -310,7 +324,7 @@ async fn a_reconnect_with_last_event_id_gets_only_what_it_missed() {
         let m = again.next().await;
         assert_eq!(m.event, "change", "resumed, not restarted: {m:?}");
         let d: Value = serde_json::from_str(&m.data).unwrap();
-        missed.push(d["seats"][0]["id"].as_i64().unwrap());
+        missed.push(d["seats"]["RESERVED"][0].as_i64().unwrap());
     }
     assert_eq!(missed, vec![seats[1], seats[2]]);
     // An id the feed cannot resume from gets the whole state.
@@ -330,6 +344,8 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_are_unaffecte
     let db = boxoffice_engine::testdb::TestDb::create().await;
     let mut settings = test_settings(&db);
     settings.stream_buffer_messages = 4;
+    // A message per commit, so that a few commits overflow the stalled client's buffer.
+    settings.engine.stream_interval_ms = 0;
     // Writing 200,000 seats in one flush takes seconds in a debug build.
     settings.engine.flush_timeout_ms = 120_000;
     settings.engine.call_timeout_ms = 120_000;

@@ -1,11 +1,16 @@
 //! The live feed of each event: what buyers' seat maps are told after every commit.
 //!
 //! - The flush task calls [`Feed::committed`] on the I/O thread right after COMMIT, with the
-//!   batch's coalesced writes: the feed moves its durable picture ([`view::LiveView`]) and
-//!   records the difference as one message, serialized once for every subscriber.
-//! - Sending it to thousands of subscribers is not done there, nor on the actor's turn: the
-//!   flush only wakes the feed's fan-out task (one wake-up), which runs on the server's
-//!   runtime and broadcasts the messages in order.
+//!   batch's coalesced writes: the feed folds them into its pending [`view::Delta`] and wakes
+//!   its fan-out task (one wake-up). Nothing else happens on the I/O thread, and nothing on
+//!   the actor's turn.
+//! - The fan-out task, on the server's runtime, moves the durable picture
+//!   ([`view::LiveView`]) by the pending delta, serializes the difference once for every
+//!   subscriber (as a ready Server-Sent Events frame) and broadcasts it. It then rests for
+//!   the feed's interval: a commit after a quiet spell is shown at once, while commits that
+//!   come faster are shown together, one message per interval. Each subscriber costs a
+//!   wake-up and a write per *message*, so this is what lets ten thousand seat maps follow a
+//!   sellout that commits a hundred times a second (Ably and Pusher call it conflation).
 //! - A subscriber gets, under the feed's lock, either the messages it missed (it names the
 //!   last one it saw; the feed keeps the last [`RECENT_MESSAGES_MAX`]) or the whole state,
 //!   then a receiver for what follows. A message can reach it twice (once in the state, once
@@ -22,14 +27,16 @@ pub mod view;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, Notify};
 
 use crate::inventory::InventorySnapshot;
 use crate::types::EventId;
 use crate::write_behind::Writes;
-use view::LiveView;
+use view::{Delta, LiveView};
 
 /// Messages kept for subscribers that reconnect with the id of the last one they saw.
 pub const RECENT_MESSAGES_MAX: usize = 256;
@@ -94,8 +101,38 @@ impl Position {
 pub struct FeedMessage {
     pub at: Position,
     pub kind: MessageKind,
+    /// The message as a Server-Sent Events frame (`id:`, `event:` and `data:` lines and the
+    /// blank line that ends it), shared by every subscriber's socket without a copy.
+    frame: Bytes,
+    /// Where the JSON sits in `frame`.
+    data_at: std::ops::Range<usize>,
+}
+
+impl FeedMessage {
+    fn new(at: Position, kind: MessageKind, data: &impl serde::Serialize) -> FeedMessage {
+        let mut frame = format!("id: {}\nevent: {}\ndata: ", at.id(), kind.as_str()).into_bytes();
+        let start = frame.len();
+        // Compact JSON has no line breaks, so the data is one `data:` line.
+        serde_json::to_writer(&mut frame, data).expect("serializable");
+        let end = frame.len();
+        frame.extend_from_slice(b"\n\n");
+        FeedMessage {
+            at,
+            kind,
+            frame: Bytes::from(frame),
+            data_at: start..end,
+        }
+    }
+
     /// JSON: a [`view::LiveState`] or a [`view::LiveChange`].
-    pub data: String,
+    pub fn data(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.data_at.clone()]).expect("JSON is UTF-8")
+    }
+
+    /// The whole Server-Sent Events frame, ready to write.
+    pub fn frame(&self) -> Bytes {
+        self.frame.clone()
+    }
 }
 
 /// What a new subscriber starts from.
@@ -119,8 +156,10 @@ pub struct Feed {
 struct FeedInner {
     /// Where the feed stands: the last message made.
     at: Position,
-    /// The durable picture.
+    /// The durable picture as of `at`.
     view: LiveView,
+    /// What committed since `at`: durable, not yet shown.
+    pending: Delta,
     /// The last messages, oldest first, for reconnecting subscribers.
     recent: VecDeque<Arc<FeedMessage>>,
     /// Messages the fan-out task has not broadcast yet.
@@ -134,11 +173,11 @@ impl FeedInner {
         if let Some(state) = self.state.as_ref().filter(|s| s.at == self.at) {
             return state.clone();
         }
-        let state = Arc::new(FeedMessage {
-            at: self.at,
-            kind: MessageKind::State,
-            data: serde_json::to_string(&self.view.state()).expect("serializable"),
-        });
+        let state = Arc::new(FeedMessage::new(
+            self.at,
+            MessageKind::State,
+            &self.view.state(),
+        ));
         self.state = Some(state.clone());
         state
     }
@@ -156,12 +195,18 @@ impl FeedInner {
 }
 
 impl Feed {
-    fn new(epoch: i64, snapshot: &InventorySnapshot, fanout: &tokio::runtime::Handle) -> Arc<Feed> {
+    fn new(
+        epoch: i64,
+        snapshot: &InventorySnapshot,
+        fanout: &tokio::runtime::Handle,
+        interval: Duration,
+    ) -> Arc<Feed> {
         let (sender, _) = broadcast::channel(BROADCAST_RING_MESSAGES);
         let feed = Arc::new(Feed {
             inner: Mutex::new(FeedInner {
                 at: Position { epoch, seq: 0 },
                 view: LiveView::from_snapshot(snapshot),
+                pending: Delta::default(),
                 recent: VecDeque::new(),
                 unsent: Vec::new(),
                 state: None,
@@ -169,7 +214,7 @@ impl Feed {
             sender,
             wake: Arc::new(Notify::new()),
         });
-        fanout.spawn(fan_out(Arc::downgrade(&feed), feed.wake.clone()));
+        fanout.spawn(fan_out(Arc::downgrade(&feed), feed.wake.clone(), interval));
         feed
     }
 
@@ -183,6 +228,7 @@ impl Feed {
         assert!(epoch > inner.at.epoch, "epochs only grow");
         inner.at = Position { epoch, seq: 0 };
         inner.view = LiveView::from_snapshot(snapshot);
+        inner.pending = Delta::default();
         inner.recent.clear();
         inner.unsent.clear();
         let state = inner.state_message();
@@ -193,30 +239,36 @@ impl Feed {
     }
 
     /// A batch written under `epoch` has committed. Runs on the I/O thread, after COMMIT:
-    /// moves the picture and queues the difference; the fan-out task sends it.
+    /// folds the batch into the pending delta and wakes the fan-out task, which shows it.
     pub(crate) fn committed(&self, epoch: i64, writes: &Writes) {
         let mut inner = self.lock();
         if inner.at.epoch != epoch {
             // A flush of a superseded actor cannot commit (the fence); nothing to show.
             return;
         }
-        let Some(change) = inner.view.apply(writes) else {
-            return;
-        };
-        inner.at.seq += 1;
-        let message = Arc::new(FeedMessage {
-            at: inner.at,
-            kind: MessageKind::Change,
-            data: serde_json::to_string(&change).expect("serializable"),
-        });
-        if inner.recent.len() >= RECENT_MESSAGES_MAX {
-            inner.recent.pop_front();
-        }
-        inner.recent.push_back(message.clone());
-        inner.queue(message);
+        inner.pending.add(writes);
         drop(inner);
         metrics::counter!("boxoffice_stream_changes_total").increment(1);
         self.wake.notify_one();
+    }
+
+    /// Moves the picture by everything pending as one message, and hands over what is to be
+    /// broadcast, in order.
+    fn take_unsent(&self) -> Vec<Arc<FeedMessage>> {
+        let mut inner = self.lock();
+        let delta = std::mem::take(&mut inner.pending);
+        if !delta.is_empty() {
+            if let Some(change) = inner.view.apply(delta) {
+                inner.at.seq += 1;
+                let message = Arc::new(FeedMessage::new(inner.at, MessageKind::Change, &change));
+                if inner.recent.len() >= RECENT_MESSAGES_MAX {
+                    inner.recent.pop_front();
+                }
+                inner.recent.push_back(message.clone());
+                inner.queue(message);
+            }
+        }
+        std::mem::take(&mut inner.unsent)
     }
 
     /// Subscribes. `last` is the last message the subscriber saw (SSE `Last-Event-ID`):
@@ -262,17 +314,24 @@ impl Drop for Feed {
     }
 }
 
-/// Broadcasts each feed's messages in order, off the I/O thread and off the actor.
-async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>) {
+/// Broadcasts each feed's messages in order, off the I/O thread and off the actor, at most
+/// one change per `interval`: after a message it rests, and whatever commits meanwhile is
+/// shown together when it wakes.
+async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>, interval: Duration) {
     loop {
         wake.notified().await;
         let Some(feed) = feed.upgrade() else {
             return;
         };
-        let unsent = std::mem::take(&mut feed.lock().unsent);
+        let unsent = feed.take_unsent();
+        let sent = !unsent.is_empty();
         for message in unsent {
             // No receiver is not an error: the message stays in `recent` for reconnects.
             let _ = feed.sender.send(message);
+        }
+        drop(feed);
+        if sent && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
         }
     }
 }
@@ -283,13 +342,16 @@ pub struct Feeds {
     feeds: DashMap<EventId, Arc<Feed>>,
     /// The runtime fan-out tasks run on (the server's).
     fanout: tokio::runtime::Handle,
+    /// The least time between two messages of one feed (zero: one message per commit).
+    interval: Duration,
 }
 
 impl Feeds {
-    pub(crate) fn new(fanout: tokio::runtime::Handle) -> Feeds {
+    pub(crate) fn new(fanout: tokio::runtime::Handle, interval: Duration) -> Feeds {
         Feeds {
             feeds: DashMap::new(),
             fanout,
+            interval,
         }
     }
 
@@ -299,13 +361,13 @@ impl Feeds {
         let mut entry = self
             .feeds
             .entry(event_id)
-            .or_insert_with(|| Feed::new(epoch, snapshot, &self.fanout));
+            .or_insert_with(|| Feed::new(epoch, snapshot, &self.fanout, self.interval));
         let current = entry.lock().at.epoch;
         if current < epoch {
             entry.reload(epoch, snapshot);
         } else if current > epoch {
             // Cannot happen (every load takes a newer epoch); should it, start afresh.
-            *entry = Feed::new(epoch, snapshot, &self.fanout);
+            *entry = Feed::new(epoch, snapshot, &self.fanout, self.interval);
         }
         entry.clone()
     }

@@ -3,9 +3,10 @@
 //! The actor's own snapshot runs ahead of the database: it shows every decision the moment
 //! it is made, before its batch commits. A buyer's seat map must not: a seat shown as taken
 //! by a hold whose batch then fails would have been a lie. So the feed keeps its own picture,
-//! moved only by batches that have committed (`LiveView::apply`, called after COMMIT with the
-//! batch's coalesced writes), and every message it sends is a difference between two durable
-//! states.
+//! moved only by batches that have committed: after COMMIT a batch's coalesced writes are
+//! folded into a [`Delta`] (`Delta::add`), and the delta of one or more commits moves the
+//! picture (`LiveView::apply`). Every message the feed sends is therefore a difference
+//! between two durable states.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::inventory::{InventorySnapshot, RowSnapshot, SeatSnapshot, SectionRow};
 use crate::types::{EventId, EventStatus, SeatId, SeatStatus, SectionId, SectionKind};
-use crate::write_behind::Writes;
+use crate::write_behind::{SectionCounts, Writes};
 
 /// One section as the feed shows it: counts and, when seated, every seat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -56,12 +57,76 @@ pub struct SectionCountsChange {
     pub booked: u32,
 }
 
-/// A seat whose status a commit changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SeatChange {
-    pub id: SeatId,
-    pub status: SeatStatus,
+/// Seats whose status changed, grouped by their new status: `{"RESERVED": [ids], ...}`.
+/// A sellout changes thousands of seats a second and every subscriber receives each of them,
+/// so a seat costs its id and a comma on the wire, not an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SeatChanges {
+    #[serde(rename = "AVAILABLE", skip_serializing_if = "Vec::is_empty")]
+    pub available: Vec<SeatId>,
+    #[serde(rename = "RESERVED", skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<SeatId>,
+    #[serde(rename = "BOOKED", skip_serializing_if = "Vec::is_empty")]
+    pub booked: Vec<SeatId>,
+}
+
+impl SeatChanges {
+    fn push(&mut self, id: SeatId, status: SeatStatus) {
+        match status {
+            SeatStatus::Available => self.available.push(id),
+            SeatStatus::Held => self.held.push(id),
+            SeatStatus::Booked => self.booked.push(id),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.available.is_empty() && self.held.is_empty() && self.booked.is_empty()
+    }
+
+    /// Seats changed in all.
+    pub fn len(&self) -> usize {
+        self.available.len() + self.held.len() + self.booked.len()
+    }
+
+    fn sort(&mut self) {
+        self.available.sort_unstable();
+        self.held.sort_unstable();
+        self.booked.sort_unstable();
+    }
+}
+
+/// What one or more commits changed, not yet shown: the last status of each seat they
+/// touched, the last counts of each section, the sections they created, the event's status.
+/// Commits are folded in as they happen; the feed turns the delta into one message when it
+/// next sends (`LiveView::apply`), so a subscriber that receives the message ends where it
+/// would have ended applying each commit on its own.
+#[derive(Debug, Default)]
+pub struct Delta {
+    seats: HashMap<SeatId, SeatStatus>,
+    sections: HashMap<SectionId, SectionCounts>,
+    new_sections: Vec<SectionRow>,
+    status: Option<EventStatus>,
+}
+
+impl Delta {
+    /// Folds in one committed batch's writes.
+    pub(crate) fn add(&mut self, w: &Writes) {
+        self.new_sections.extend(w.sections_new.iter().cloned());
+        self.seats
+            .extend(w.seats.iter().map(|(&id, update)| (id, update.status)));
+        self.sections
+            .extend(w.sections.iter().map(|(&id, &c)| (id, c)));
+        if let Some(e) = w.event {
+            self.status = Some(e.status);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_empty()
+            && self.sections.is_empty()
+            && self.new_sections.is_empty()
+            && self.status.is_none()
+    }
 }
 
 /// What one commit changed that a buyer can see. The event's totals are always included
@@ -76,8 +141,8 @@ pub struct LiveChange {
     pub booked: u32,
     /// Sections whose counts changed.
     pub sections: Vec<SectionCountsChange>,
-    /// Seats whose status changed, in no particular order.
-    pub seats: Vec<SeatChange>,
+    /// Seats whose status changed, by new status, ids in ascending order.
+    pub seats: SeatChanges,
     /// Sections created by this commit, whole.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub new_sections: Vec<LiveSection>,
@@ -162,11 +227,12 @@ impl LiveView {
         })
     }
 
-    /// Moves the picture by one committed batch. Returns what a buyer can see changed, or
-    /// `None` when nothing visible did (a discount created, a booking's reference).
-    pub(crate) fn apply(&mut self, w: &Writes) -> Option<LiveChange> {
+    /// Moves the picture by what one or more commits changed. Returns what a buyer can see
+    /// changed, or `None` when nothing visible did (a discount created, a booking's
+    /// reference, a seat that was taken and freed again between two messages).
+    pub(crate) fn apply(&mut self, delta: Delta) -> Option<LiveChange> {
         let mut new_sections = Vec::new();
-        for row in &w.sections_new {
+        for row in &delta.new_sections {
             if self.section_at.contains_key(&row.id) {
                 continue;
             }
@@ -174,8 +240,8 @@ impl LiveView {
             new_sections.push(section.clone());
             self.push_section(section);
         }
-        let mut seats = Vec::new();
-        for (&id, update) in &w.seats {
+        let mut seats = SeatChanges::default();
+        for (id, status) in delta.seats {
             let Some(&(s, r, i)) = self.seat_at.get(&id) else {
                 continue;
             };
@@ -184,16 +250,13 @@ impl LiveView {
                 .as_mut()
                 .expect("indexed seats exist");
             let seat = &mut rows[r as usize].seats[i as usize];
-            if seat.status != update.status {
-                seat.status = update.status;
-                seats.push(SeatChange {
-                    id,
-                    status: update.status,
-                });
+            if seat.status != status {
+                seat.status = status;
+                seats.push(id, status);
             }
         }
         let mut sections = Vec::new();
-        for (&id, counts) in &w.sections {
+        for (id, counts) in delta.sections {
             let Some(&at) = self.section_at.get(&id) else {
                 continue;
             };
@@ -210,9 +273,9 @@ impl LiveView {
                 });
             }
         }
-        let status_changed = match w.event {
-            Some(e) if e.status != self.status => {
-                self.status = e.status;
+        let status_changed = match delta.status {
+            Some(status) if status != self.status => {
+                self.status = status;
                 true
             }
             _ => false,
@@ -220,10 +283,10 @@ impl LiveView {
         if sections.is_empty() && seats.is_empty() && new_sections.is_empty() && !status_changed {
             return None;
         }
-        // The order seats come out of the hash map is arbitrary; sorted, a message is the
-        // same for the same commit, which keeps tests and diffs readable.
+        // Hash maps give an arbitrary order; sorted, a message is the same for the same
+        // commits, which keeps tests and diffs readable.
         sections.sort_unstable_by_key(|s| s.id);
-        seats.sort_unstable_by_key(|s| s.id);
+        seats.sort();
         let (capacity, available, held, booked) = self.totals();
         Some(LiveChange {
             status: self.status,

@@ -11,4 +11,4 @@ mod batch;
 pub mod flush;
 
 pub use batch::Batch;
-pub use batch::Writes;
+pub use batch::{SectionCounts, Writes};

@@ -28,12 +28,12 @@ impl Model {
         if self.at.is_some_and(|at| !at.accepts(m)) {
             return false;
         }
-        let data: Value = serde_json::from_str(&m.data).unwrap();
+        let data: Value = serde_json::from_str(m.data()).unwrap();
         if m.kind == MessageKind::State {
             self.seats.clear();
             self.sections.clear();
         } else {
-            assert!(self.at.is_some(), "a change before any state: {}", m.data);
+            assert!(self.at.is_some(), "a change before any state: {}", m.data());
         }
         self.status = data["status"].as_str().unwrap().to_string();
         let mut sections: Vec<&Value> = data["sections"].as_array().unwrap().iter().collect();
@@ -55,14 +55,15 @@ impl Model {
                 }
             }
         }
-        for seat in data["seats"].as_array().into_iter().flatten() {
-            let id = seat["id"].as_i64().unwrap();
-            assert!(
-                self.seats.contains_key(&id),
-                "a change names unknown seat {id}"
-            );
-            self.seats
-                .insert(id, seat["status"].as_str().unwrap().into());
+        for (status, ids) in data["seats"].as_object().into_iter().flatten() {
+            for id in ids.as_array().unwrap() {
+                let id = id.as_i64().unwrap();
+                assert!(
+                    self.seats.contains_key(&id),
+                    "a change names unknown seat {id}"
+                );
+                self.seats.insert(id, status.clone());
+            }
         }
         self.at = Some(m.at);
         true
@@ -134,6 +135,20 @@ async fn next_applied(model: &mut Model, sub: &mut Subscription, limit: Duration
     .expect("a message arrived in time");
 }
 
+/// Applies messages until the model shows what PostgreSQL holds: what committed before a
+/// subscriber came may reach it one feed interval after its first state.
+async fn catch_up(model: &mut Model, sub: &mut Subscription, pool: &PgPool, event_id: i64) {
+    let want = stored(pool, event_id).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while without_position(model) != want {
+            let m = sub.receiver.recv().await.expect("the feed is open");
+            model.apply(&m);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the subscriber never reached what PostgreSQL holds"));
+}
+
 fn without_position(model: &Model) -> Model {
     Model {
         at: None,
@@ -149,10 +164,10 @@ async fn a_subscriber_that_applies_every_message_ends_with_what_postgres_holds()
     let stalls = f.reserved("Stalls", 10, 20).await;
     let floor = f.general("Floor", 300).await;
     f.open_sale().await;
-    let first = f.engine.subscribe(f.event_id, None).await.unwrap();
-    let mut sub = first;
+    let mut sub = f.engine.subscribe(f.event_id, None).await.unwrap();
     let mut model = Model::start(&sub);
-    assert_eq!(model.seats.len(), 200, "the whole seat map comes first");
+    catch_up(&mut model, &mut sub, f.pool(), f.event_id).await;
+    assert_eq!(model.seats.len(), 200, "the whole seat map");
     assert_eq!(model.sections.len(), 2);
 
     // 400 buyers at once: best available pairs, general tickets, and half of them booking
@@ -235,16 +250,22 @@ async fn a_subscriber_that_applies_every_message_ends_with_what_postgres_holds()
     let late = f.engine.subscribe(f.event_id, None).await.unwrap();
     assert_eq!(without_position(&Model::start(&late)), want);
     let at = model.at.unwrap();
+    assert!(at.seq >= 1, "changes were sent, not only the state");
+    let missed = at.seq.min(3);
     let resumed_from = Position {
         epoch: at.epoch,
-        seq: at.seq - 3,
+        seq: at.seq - missed,
     };
     let resumed = f
         .engine
         .subscribe(f.event_id, Some(resumed_from))
         .await
         .unwrap();
-    assert_eq!(resumed.backlog.len(), 3, "exactly the three it missed");
+    assert_eq!(
+        resumed.backlog.len() as u64,
+        missed,
+        "exactly the ones it missed"
+    );
     assert!(resumed
         .backlog
         .iter()
@@ -282,6 +303,7 @@ async fn a_hold_whose_batch_fails_is_never_shown() {
     f.open_sale().await;
     let mut sub = f.engine.subscribe(f.event_id, None).await.unwrap();
     let mut model = Model::start(&sub);
+    catch_up(&mut model, &mut sub, f.pool(), f.event_id).await;
     let seat = *model.seats.keys().min().unwrap();
 
     // The event row is locked past the flush timeout: the hold is decided in memory, its
@@ -327,5 +349,87 @@ async fn a_hold_whose_batch_fails_is_never_shown() {
         model.at.unwrap().epoch > epoch,
         "a new epoch after the rebuild"
     );
+    assert_eq!(without_position(&model), stored(f.pool(), f.event_id).await);
+}
+
+/// Commits that come faster than the feed's interval are shown as one message, and a
+/// subscriber applying it ends exactly where applying each commit would have left it. The
+/// interval is an hour on tokio's clock, so nothing but the test's own `advance` can end it:
+/// the test does not depend on how fast the machine commits.
+#[tokio::test]
+async fn commits_within_the_interval_are_shown_together() {
+    let config = EngineConfig {
+        stream_interval_ms: 3_600_000,
+        idle_timeout_seconds: 86_400,
+        // The feed's fan-out and the actors share this test's clock.
+        actor_thread: false,
+        ..EngineConfig::default()
+    };
+    let f = fixture(4, 4, 86_400, config).await;
+    f.reserved("Stalls", 2, 5).await;
+    f.open_sale().await;
+    let mut sub = f.engine.subscribe(f.event_id, None).await.unwrap();
+    let mut model = Model::start(&sub);
+    // Let the feed show the set-up's commits and come to rest: each round ends the feed's
+    // interval; a round that shows nothing leaves it waiting for the next commit.
+    loop {
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(3_601)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::resume();
+        if model.drain(&mut sub) == 0 {
+            break;
+        }
+    }
+    assert_eq!(without_position(&model), stored(f.pool(), f.event_id).await);
+    let mut seats: Vec<i64> = model.seats.keys().copied().collect();
+    seats.sort_unstable();
+    let hold = |buyer: usize, seat: i64| {
+        let engine = f.engine.clone();
+        let (event_id, user_id) = (f.event_id, f.buyers[buyer]);
+        async move {
+            let request = HoldRequest {
+                user_id,
+                kind: HoldKind::Seats {
+                    seat_ids: vec![seat],
+                },
+                idempotency_key: None,
+                session_id: None,
+            };
+            engine.hold(event_id, request).await.unwrap();
+        }
+    };
+
+    // After a quiet spell a commit is shown at once.
+    hold(0, seats[0]).await;
+    next_applied(&mut model, &mut sub, Duration::from_secs(10)).await;
+    assert_eq!(model.seats[&seats[0]], "RESERVED");
+    let first = model.at.unwrap();
+
+    // Three more commits (each acknowledged, so durable) while the feed rests: none shown.
+    for (buyer, &seat) in seats[1..4].iter().enumerate() {
+        hold(buyer + 1, seat).await;
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(model.drain(&mut sub), 0, "the feed rests for its interval");
+
+    // The interval ends: one message with all three.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(3_601)).await;
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.receiver.recv())
+        .await
+        .expect("the rested feed sends")
+        .expect("open");
+    tokio::time::resume();
+    assert_eq!(m.kind, MessageKind::Change);
+    assert_eq!(m.at.seq, first.seq + 1, "one message for the three commits");
+    let data: Value = serde_json::from_str(m.data()).unwrap();
+    assert_eq!(
+        data["seats"],
+        serde_json::json!({"RESERVED": [seats[1], seats[2], seats[3]]})
+    );
+    assert!(model.apply(&m));
     assert_eq!(without_position(&model), stored(f.pool(), f.event_id).await);
 }
