@@ -70,11 +70,12 @@ pub struct Settings {
     pub pace_max_ms: u64,
     /// Live-inventory stream subscribers this node serves at once; more get 503.
     pub stream_max_subscribers: usize,
-    /// Messages buffered for one stream subscriber; a subscriber that falls further behind
-    /// is dropped (and reconnects).
+    /// Messages a stream subscriber may fall behind its event's feed; one that falls further
+    /// behind is dropped (and reconnects, resuming from its last id).
     pub stream_buffer_messages: usize,
-    /// Seconds between heartbeat comments on an idle stream.
-    pub stream_heartbeat_seconds: u64,
+    /// The socket send buffer of a stream connection (`SO_SNDBUF`): what the kernel may
+    /// queue for a subscriber that does not read.
+    pub stream_send_buffer_bytes: usize,
     /// `json` for machine-readable logs, anything else for human-readable ones.
     pub log_format: String,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
@@ -179,7 +180,7 @@ impl Settings {
             pace_max_ms: parsed("PACE_MAX_MS", 1_000)?,
             stream_max_subscribers: parsed("STREAM_MAX_SUBSCRIBERS", 20_000)?,
             stream_buffer_messages: parsed("STREAM_BUFFER_MESSAGES", 64)?,
-            stream_heartbeat_seconds: parsed("STREAM_HEARTBEAT_SECONDS", 15)?,
+            stream_send_buffer_bytes: parsed("STREAM_SEND_BUFFER_BYTES", 32 * 1024)?,
             log_format: var("LOG_FORMAT").unwrap_or_else(|| "pretty".into()),
             cache_prefix: var("CACHE_PREFIX").unwrap_or_else(|| "boxoffice:".into()),
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),
@@ -206,6 +207,14 @@ impl Settings {
                     defaults.idle_timeout_seconds,
                 )?,
                 stream_interval_ms: parsed("STREAM_INTERVAL_MS", defaults.stream_interval_ms)?,
+                stream_deliveries_per_second: parsed(
+                    "STREAM_DELIVERIES_PER_SECOND",
+                    defaults.stream_deliveries_per_second,
+                )?,
+                stream_heartbeat_seconds: parsed(
+                    "STREAM_HEARTBEAT_SECONDS",
+                    defaults.stream_heartbeat_seconds,
+                )?,
                 ..defaults
             },
         })

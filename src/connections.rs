@@ -18,22 +18,29 @@
 //!   asks again at once simply waits, its request costing nothing meanwhile. Without it,
 //!   thousands of clients retrying in a closed loop turn every cycle the server saves by
 //!   refusing cheaply into more refusals, and the admitted buyers starve;
-//! - **a way for a handler to drop its own connection** ([`ConnectionCloser`]): a live
+//! - **a handle on its own connection for a handler** ([`ConnectionControl`]): a live
 //!   stream whose client stopped reading cannot be ended by ending its body, because hyper
-//!   only polls a body when the socket can take more; closing the socket is the only end;
+//!   only polls a body when the socket can take more; closing the socket is the only end.
+//!   And a stream bounds its socket's send buffer: the kernel would otherwise queue up to
+//!   `tcp_wmem`'s maximum (4 MiB here) for a client that does not read — 40 GB of kernel
+//!   memory for ten thousand stalled seat maps, and seconds before the stream notices;
 //! - **a graceful drain**: on shutdown the listener closes first, idle connections are
 //!   closed, and requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
@@ -80,15 +87,87 @@ impl Pacing {
     }
 }
 
-/// Closes the connection a request arrived on, whatever it is doing. Every request carries
-/// one in its extensions.
+/// The connection a request arrived on, as far as a handler may touch it. Every request
+/// carries one in its extensions.
 #[derive(Clone, Debug)]
-pub struct ConnectionCloser(tokio_util::sync::CancellationToken);
+pub struct ConnectionControl {
+    closed: tokio_util::sync::CancellationToken,
+    /// A send-buffer size for the socket to take at its next write (0: none asked).
+    send_buffer_bytes: Arc<AtomicUsize>,
+}
 
-impl ConnectionCloser {
+impl ConnectionControl {
     /// Drops the connection: its socket is closed at once, unsent data discarded.
     pub fn close(&self) {
-        self.0.cancel();
+        self.closed.cancel();
+    }
+
+    /// Bounds what the kernel queues for this connection's client (`SO_SNDBUF`, which
+    /// Linux doubles for its own bookkeeping), from the connection's next write on.
+    pub fn limit_send_buffer(&self, bytes: usize) {
+        self.send_buffer_bytes
+            .store(bytes.max(1), Ordering::Relaxed);
+    }
+}
+
+/// An accepted socket as hyper uses it, applying a send-buffer bound a handler asked for
+/// (`ConnectionControl::limit_send_buffer`) before its next write. A wrapper rather than a
+/// file descriptor kept aside: the socket stays owned by its connection alone.
+struct Socket {
+    stream: TcpStream,
+    send_buffer_bytes: Arc<AtomicUsize>,
+}
+
+impl Socket {
+    fn apply_send_buffer(&self) {
+        let bytes = self.send_buffer_bytes.swap(0, Ordering::Relaxed);
+        if bytes > 0 {
+            if let Err(e) = socket2::SockRef::from(&self.stream).set_send_buffer_size(bytes) {
+                tracing::debug!(error = %e, "cannot bound a connection's send buffer");
+            }
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.apply_send_buffer();
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.apply_send_buffer();
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -142,12 +221,19 @@ pub async fn serve(
         metrics::gauge!("boxoffice_http_connections").increment(1.0);
         let router = router.clone();
         let pacing = Arc::new(Pacing::new(limits.pace_max));
-        let closer = ConnectionCloser(tokio_util::sync::CancellationToken::new());
-        let closed = closer.0.clone();
+        let control = ConnectionControl {
+            closed: tokio_util::sync::CancellationToken::new(),
+            send_buffer_bytes: Arc::new(AtomicUsize::new(0)),
+        };
+        let closed = control.closed.clone();
+        let socket = Socket {
+            stream,
+            send_buffer_bytes: control.send_buffer_bytes.clone(),
+        };
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(closer.clone());
+            request.extensions_mut().insert(control.clone());
             let (router, pacing) = (router.clone(), pacing.clone());
             async move {
                 pacing.wait_turn().await;
@@ -156,7 +242,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
         tokio::spawn(async move {
             let ended = tokio::select! {
                 ended = connection => ended,

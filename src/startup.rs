@@ -60,6 +60,7 @@ impl Application {
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
+        let stopping = tokio_util::sync::CancellationToken::new();
         let state = AppState::new(AppContext {
             cache: Arc::new(Cache::new(redis, settings.cache_prefix.clone())),
             keys: Keys::new(settings.jwt_secret.expose(), settings.jwt_ttl_seconds)?,
@@ -75,8 +76,12 @@ impl Application {
             )),
             pool,
             engine,
-            stream_slots: Arc::new(tokio::sync::Semaphore::new(settings.stream_max_subscribers)),
-            stopping: tokio_util::sync::CancellationToken::new(),
+            streams: crate::stream::Subscribers::start(
+                settings.stream_max_subscribers,
+                settings.stream_buffer_messages,
+                stopping.clone(),
+            ),
+            stopping,
             settings: Arc::new(settings),
         });
         Ok(Application {

@@ -41,8 +41,8 @@ pub struct AppContext {
     pub login_throttle: Arc<LoginThrottle>,
     /// The settings the server runs with.
     pub settings: Arc<Settings>,
-    /// One permit per live-inventory stream subscriber (`STREAM_MAX_SUBSCRIBERS`).
-    pub stream_slots: Arc<tokio::sync::Semaphore>,
+    /// The live-inventory stream subscribers: their bound and the watch for slow ones.
+    pub streams: Arc<crate::stream::Subscribers>,
     /// Cancelled when shutdown begins: streams end so that the drain can finish.
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -2,19 +2,27 @@
 //!
 //! On connect the subscriber gets the whole durable state (`event: state`) — or, when it
 //! reconnects with `Last-Event-ID` and the feed still has what followed, only the messages
-//! it missed — then one `event: change` per commit with only what changed. Each message has
-//! an `id:` (`epoch-seq`) for the next reconnect; a comment every `STREAM_HEARTBEAT_SECONDS`
-//! keeps proxies from closing an idle stream. Only committed state is ever sent (the
+//! it missed — then `event: change` messages with only what changed. Each message has an
+//! `id:` (`epoch-seq`) for the next reconnect; a comment when the feed has been quiet for
+//! `STREAM_HEARTBEAT_SECONDS` keeps proxies from closing an idle stream. Only committed state is ever sent (the
 //! engine's `feed` module).
 //!
-//! Each subscriber has a forwarder task and a bounded buffer (`STREAM_BUFFER_MESSAGES`)
-//! between the event's broadcast and its socket. When the buffer is full the subscriber is
-//! too slow: its connection is dropped (its `EventSource` reconnects and resumes from its
-//! last id) — never allowed to grow memory, and never able to slow the actor or the other
-//! subscribers, which only ever wait for the broadcast.
+//! A subscriber costs its connection and nothing more: its response body takes the feed's
+//! messages straight from the event's broadcast and hands hyper each message's frame, the
+//! same bytes for every subscriber. No task, queue or copy of its own — ten thousand of them
+//! follow a sellout on two cores.
+//!
+//! A subscriber whose client stops reading is never polled again (hyper polls a body only
+//! when the socket takes more), so it cannot notice by itself that it fell behind. The
+//! node's [`Subscribers`] looks from outside instead: twice a second it compares each
+//! subscriber's position with its feed's, and drops the connection of one more than
+//! `STREAM_BUFFER_MESSAGES` behind (its `EventSource` reconnects and resumes from its last
+//! id). What a stalled subscriber can pin meanwhile is bounded: the broadcast ring is shared,
+//! and its socket's send buffer is kept small (`STREAM_SEND_BUFFER_BYTES`).
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,16 +31,16 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use boxoffice_engine::feed::{FeedMessage, Position};
+use boxoffice_engine::feed::{Lag, MessageKind, Position};
 use boxoffice_engine::types::EventStatus;
 use bytes::Bytes;
+use dashmap::DashMap;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
 
 use crate::access;
 use crate::auth::MaybeAuthUser;
-use crate::connections::ConnectionCloser;
+use crate::connections::ConnectionControl;
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::state::AppState;
@@ -44,15 +52,89 @@ pub fn routes() -> Router<AppState> {
 /// How long a client should wait before reconnecting (the SSE `retry:` field).
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
-/// Counts a subscriber for as long as its forwarder runs.
+/// How often the node looks for subscribers that fell behind.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// The node's stream subscribers: a bound on how many, and a watch on how far behind each is.
+pub struct Subscribers {
+    /// One permit per subscriber (`STREAM_MAX_SUBSCRIBERS`).
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Messages a subscriber may fall behind its feed before it is dropped.
+    behind_max: u64,
+    next_id: AtomicU64,
+    /// Every subscriber connected now.
+    live: DashMap<u64, Watched>,
+}
+
+/// What the sweep needs of one subscriber.
+struct Watched {
+    lag: Arc<Lag>,
+    connection: Option<ConnectionControl>,
+}
+
+impl Subscribers {
+    /// Starts the sweep, which ends with `stopping` or when the node's subscribers are gone.
+    pub fn start(max: usize, behind_max: usize, stopping: CancellationToken) -> Arc<Subscribers> {
+        let subscribers = Arc::new(Subscribers {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            behind_max: behind_max.max(1) as u64,
+            next_id: AtomicU64::new(0),
+            live: DashMap::new(),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&subscribers), stopping));
+        subscribers
+    }
+
+    /// Drops every subscriber more than `behind_max` messages behind; returns how many.
+    fn drop_laggards(&self) -> usize {
+        let mut dropped = Vec::new();
+        for entry in self.live.iter() {
+            if entry.lag.behind() > self.behind_max {
+                dropped.push(*entry.key());
+            }
+        }
+        for id in &dropped {
+            if let Some((_, watched)) = self.live.remove(id) {
+                metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow")
+                    .increment(1);
+                tracing::debug!("stream subscriber too slow; dropping its connection");
+                // Ending the body is not enough: a client that does not read is never polled.
+                if let Some(connection) = watched.connection {
+                    connection.close();
+                }
+            }
+        }
+        dropped.len()
+    }
+}
+
+async fn sweep(subscribers: Weak<Subscribers>, stopping: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(subscribers) = subscribers.upgrade() else {
+            return;
+        };
+        subscribers.drop_laggards();
+    }
+}
+
+/// Counts a subscriber for as long as its response body lives.
 struct Subscribed {
     state: AppState,
     event_id: i64,
+    id: u64,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for Subscribed {
     fn drop(&mut self) {
         metrics::gauge!("boxoffice_stream_subscribers").decrement(1.0);
+        self.state.streams.live.remove(&self.id);
         self.state.engine.unsubscribed(self.event_id);
     }
 }
@@ -76,13 +158,13 @@ pub async fn stream(
     MaybeAuthUser(auth): MaybeAuthUser,
     Path(id): Path<i64>,
     headers: HeaderMap,
-    closer: Option<Extension<ConnectionCloser>>,
+    connection: Option<Extension<ConnectionControl>>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.engine.snapshot(id).await?;
     if snapshot.status == EventStatus::Draft {
         access::event(&state.pool, id, auth.as_ref()).await?;
     }
-    let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
+    let Ok(slot) = state.streams.slots.clone().try_acquire_owned() else {
         metrics::counter!("boxoffice_stream_subscribers_refused_total").increment(1);
         return Err(ApiError::Unavailable {
             code: "OVERLOADED",
@@ -94,86 +176,88 @@ pub async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(Position::parse);
     let subscription = state.engine.subscribe(id, last).await?;
+    let resumed = last.is_some()
+        && subscription
+            .backlog
+            .first()
+            .is_some_and(|m| m.kind == MessageKind::Change);
     metrics::counter!("boxoffice_stream_subscriptions_total",
-        "start" => if last.is_some() && subscription.backlog.first().is_some_and(|m| m.kind == boxoffice_engine::feed::MessageKind::Change) { "resumed" } else { "state" })
+        "start" => if resumed { "resumed" } else { "state" })
     .increment(1);
     metrics::gauge!("boxoffice_stream_subscribers").increment(1.0);
+    let connection = connection.map(|Extension(c)| c);
+    if let Some(connection) = &connection {
+        // What the kernel may queue for a client that stops reading: kept small, so that a
+        // stalled subscriber falls behind (and is dropped) within a few messages, instead of
+        // pinning megabytes of kernel memory each.
+        connection.limit_send_buffer(state.settings.stream_send_buffer_bytes);
+    }
+    let subscriber = state.streams.next_id.fetch_add(1, Ordering::Relaxed);
+    state.streams.live.insert(
+        subscriber,
+        Watched {
+            lag: subscription.lag.clone(),
+            connection,
+        },
+    );
     let subscribed = Subscribed {
         state: state.clone(),
         event_id: id,
+        id: subscriber,
+        _slot: slot,
     };
-
-    // The buffer holds the backlog and then up to STREAM_BUFFER_MESSAGES more.
-    let buffer = state.settings.stream_buffer_messages.max(1);
-    let (tx, mut rx) = mpsc::channel::<Arc<FeedMessage>>(buffer + subscription.backlog.len());
+    let backlog = subscription.backlog;
     let mut position = subscription.position;
-    for message in subscription.backlog {
-        tx.try_send(message)
-            .expect("the buffer has room for the backlog");
-    }
     let mut receiver = subscription.receiver;
+    let lag = subscription.lag;
     let stopping = state.stopping.clone();
-    let closer = closer.map(|Extension(c)| c);
-    tokio::spawn(async move {
-        let _subscribed = subscribed;
-        let _slot = slot;
-        let slow = loop {
-            let message = tokio::select! {
-                biased;
-                () = stopping.cancelled() => break false,
-                () = tx.closed() => break false,
-                received = receiver.recv() => match received {
-                    Ok(message) => message,
-                    // The broadcast ring lapped this forwarder: as slow as slow gets.
-                    Err(RecvError::Lagged(_)) => break true,
-                    Err(RecvError::Closed) => break false,
-                },
-            };
-            if !position.accepts(&message) {
-                continue;
-            }
-            position = message.at;
-            match tx.try_send(message) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => break true,
-                Err(TrySendError::Closed(_)) => break false,
-            }
-        };
-        if slow {
-            metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow")
-                .increment(1);
-            tracing::debug!(
-                event_id = id,
-                "stream subscriber too slow; dropping its connection"
-            );
-            // Ending the body is not enough: a client that does not read is never polled.
-            if let Some(closer) = closer {
-                closer.close();
-            }
-        }
-    });
 
     // The body: a `retry:` line, then each message's frame as the feed built it — the same
-    // bytes for every subscriber, never copied or formatted per connection — and a comment
-    // when the stream has been quiet for a heartbeat.
-    let heartbeat = Duration::from_secs(state.settings.stream_heartbeat_seconds.max(1));
+    // bytes for every subscriber, never copied or formatted per connection — heartbeats
+    // included (the feed sends them, so no subscriber needs a timer of its own).
     let frames = async_stream::stream! {
+        let _subscribed = subscribed;
         let sent = metrics::counter!("boxoffice_stream_messages_sent_total");
         yield Ok::<_, Infallible>(Bytes::from(format!(
             "retry: {}\n\n",
             RECONNECT_AFTER.as_millis()
         )));
-        let mut quiet = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for message in backlog {
+            sent.increment(1);
+            yield Ok(message.frame());
+        }
+        // Made once, not once per message: waiting on it costs nothing while it is not due.
+        let stopped = stopping.cancelled();
+        tokio::pin!(stopped);
         loop {
-            tokio::select! {
-                message = rx.recv() => {
-                    let Some(message) = message else { break };
+            let received = tokio::select! {
+                biased;
+                () = &mut stopped => break,
+                received = receiver.recv() => received,
+            };
+            match received {
+                Ok(message) => {
+                    lag.received();
+                    if message.kind == MessageKind::Heartbeat {
+                        yield Ok(message.frame());
+                        continue;
+                    }
+                    // The backlog may already have had it.
+                    if !position.accepts(&message) {
+                        continue;
+                    }
+                    position = message.at;
                     sent.increment(1);
-                    quiet.reset();
                     yield Ok(message.frame());
                 }
-                _ = quiet.tick() => yield Ok(Bytes::from_static(b": heartbeat\n\n")),
+                // The broadcast ring lapped this subscriber: it lost messages. Ending the
+                // stream makes its client reconnect and resume.
+                Err(RecvError::Lagged(_)) => {
+                    metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow")
+                        .increment(1);
+                    break;
+                }
+                Err(RecvError::Closed) => break,
             }
         }
     };

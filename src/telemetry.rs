@@ -192,8 +192,35 @@ fn describe_metrics() {
         "boxoffice_http_connections_timed_out_total",
         "Connections closed for sending no complete request header in HEADER_TIMEOUT_MS (idle keep-alive included)"
     );
+    describe_gauge!(
+        "boxoffice_stream_subscribers",
+        "Live inventory stream subscribers connected to this node"
+    );
+    describe_counter!(
+        "boxoffice_stream_subscriptions_total",
+        "Stream subscriptions by how they started (state: the whole state; resumed: after Last-Event-ID)"
+    );
+    describe_counter!(
+        "boxoffice_stream_subscribers_dropped_total",
+        "Stream subscribers disconnected, by reason (slow: fell STREAM_BUFFER_MESSAGES behind)"
+    );
+    describe_counter!(
+        "boxoffice_stream_subscribers_refused_total",
+        "Stream subscriptions refused at STREAM_MAX_SUBSCRIBERS"
+    );
+    describe_counter!(
+        "boxoffice_stream_messages_sent_total",
+        "Stream messages written to subscribers (one per subscriber and message)"
+    );
+    describe_counter!(
+        "boxoffice_stream_changes_total",
+        "Committed batches handed to the live feeds (several may share one message)"
+    );
 
     for name in [
+        "boxoffice_stream_messages_sent_total",
+        "boxoffice_stream_changes_total",
+        "boxoffice_stream_subscribers_refused_total",
         "boxoffice_event_actor_starts_total",
         "boxoffice_event_actor_restarts_total",
         "boxoffice_event_actor_stops_total",
@@ -207,6 +234,11 @@ fn describe_metrics() {
         metrics::counter!(name).absolute(0);
     }
     metrics::gauge!("boxoffice_http_connections").set(0.0);
+    metrics::gauge!("boxoffice_stream_subscribers").set(0.0);
+    metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow").absolute(0);
+    for start in ["state", "resumed"] {
+        metrics::counter!("boxoffice_stream_subscriptions_total", "start" => start).absolute(0);
+    }
     for scope in ["node", "event"] {
         metrics::counter!("boxoffice_engine_shed_total", "scope" => scope).absolute(0);
     }

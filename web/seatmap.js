@@ -3,6 +3,17 @@
 
 const STATUS_TEXT = { AVAILABLE: "available", RESERVED: "held", BOOKED: "booked" };
 
+/** The seat ids of a stream list: lone ids and runs [first id, count] of neighbours. */
+function* seatIds(list) {
+  for (const item of list) {
+    if (Array.isArray(item)) {
+      for (let k = 0; k < item[1]; k++) yield item[0] + k;
+    } else {
+      yield item;
+    }
+  }
+}
+
 export class LiveInventory {
   /**
    * @param {number} eventId
@@ -56,7 +67,7 @@ export class LiveInventory {
     let lost = 0;
     // Seats that changed, grouped by their new status: {"RESERVED": [ids], ...}.
     for (const [status, ids] of Object.entries(change.seats)) {
-      for (const id of ids) {
+      for (const id of seatIds(ids)) {
         const seat = this.seats.get(id);
         if (!seat) continue;
         seat.status = status;
@@ -85,6 +96,11 @@ export class LiveInventory {
       map.className = "seatmap";
       map.setAttribute("role", "group");
       map.setAttribute("aria-label", `${section.name} seat map`);
+      // Seats that are not available, by status; every other seat is.
+      const taken = new Map();
+      for (const [status, ids] of Object.entries(section.seats || {})) {
+        for (const id of seatIds(ids)) taken.set(id, status);
+      }
       for (const row of section.rows) {
         const line = document.createElement("div");
         line.className = "row";
@@ -92,17 +108,23 @@ export class LiveInventory {
         label.className = "row-label";
         label.textContent = row.label;
         line.append(label);
-        for (const s of row.seats) {
-          const button = document.createElement("button");
-          button.type = "button";
-          button.className = "seat";
-          button.dataset.seatId = s.id;
-          button.textContent = s.number;
-          const seat = { id: s.id, status: s.status, button, label: `Row ${row.label} seat ${s.number}` };
-          button.addEventListener("click", () => this.toggle(seat));
-          this.seats.set(s.id, seat);
-          this.drawSeat(seat);
-          line.append(button);
+        // A row's seats come as runs: [first id, first number, count].
+        for (const [firstId, firstNumber, count] of row.seats) {
+          for (let k = 0; k < count; k++) {
+            const id = firstId + k;
+            const number = firstNumber + k;
+            const button = document.createElement("button");
+            button.type = "button";
+            button.className = "seat";
+            button.dataset.seatId = id;
+            button.textContent = number;
+            const status = taken.get(id) || "AVAILABLE";
+            const seat = { id, status, button, label: `Row ${row.label} seat ${number}` };
+            button.addEventListener("click", () => this.toggle(seat));
+            this.seats.set(id, seat);
+            this.drawSeat(seat);
+            line.append(button);
+          }
         }
         map.append(line);
       }

@@ -37,6 +37,14 @@ pub struct EngineConfig {
     /// are shown together; a commit after a quiet spell is shown at once. Zero: a message
     /// per commit.
     pub stream_interval_ms: u64,
+    /// Live-feed messages this node writes to subscribers per second, at most: a feed rests
+    /// long enough between messages that subscribers × messages stays under it. Each
+    /// message costs every subscriber a wake-up and a write, so this, not the commit rate,
+    /// bounds what a large audience costs (10,000 subscribers: a message a second).
+    pub stream_deliveries_per_second: u64,
+    /// A feed with nothing to send sends a heartbeat this often, so that proxies keep its
+    /// streams open.
+    pub stream_heartbeat_seconds: u64,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +69,8 @@ impl Default for EngineConfig {
             // Four updates a second is live to a buyer's eye, and bounds what each of
             // thousands of subscribers costs whatever the commit rate.
             stream_interval_ms: 250,
+            stream_deliveries_per_second: 10_000,
+            stream_heartbeat_seconds: 15,
         }
     }
 }
@@ -80,10 +90,6 @@ impl EngineConfig {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
-    }
-
-    pub fn stream_interval(&self) -> Duration {
-        Duration::from_millis(self.stream_interval_ms)
     }
 
     /// How often an actor checks whether it has been idle long enough to stop.

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::feed::Feeds;
+use crate::feed::{Feeds, Pace};
 use crate::ids::IdAllocator;
 use crate::io_runtime::IoRuntime;
 
@@ -68,7 +68,7 @@ impl EngineContext {
             // Fan-out runs on the runtime that starts the engine: the server's.
             feeds: Arc::new(Feeds::new(
                 tokio::runtime::Handle::current(),
-                config.stream_interval(),
+                Pace::of(&config),
             )),
             actors: config
                 .actor_thread

@@ -49,6 +49,15 @@ pub struct Ctx {
     pub progress: ProgressBar,
     /// Requests sent, for the open loop's in-flight bound.
     pub in_flight: AtomicU64,
+    /// Places of the event's section: the sellout's first pass ends when as many have been
+    /// handed out in acknowledged holds.
+    pub capacity: u64,
+    /// Holds acknowledged and the places they hold, warm-up included (sellout).
+    pub holds_acked: AtomicU64,
+    pub places_acked: AtomicU64,
+    /// When the acknowledged places first reached `capacity`: µs after `started`, and the
+    /// holds acknowledged by then.
+    pub first_pass: std::sync::OnceLock<(u64, u64)>,
 }
 
 impl Ctx {
@@ -80,6 +89,7 @@ struct Answer {
 #[serde(rename_all = "camelCase")]
 struct AnswerData {
     id: Option<i64>,
+    quantity: Option<u64>,
     booking_reference: Option<String>,
     available: Option<u64>,
     held: Option<u64>,
@@ -268,10 +278,20 @@ async fn sellout_buy(ctx: &Ctx, stats: &mut Stats, rng: &mut Rng, token: &str, s
     stats.holds.record(Outcome::of(status), us);
     match status {
         201 => {
-            let Some(id) = parsed.and_then(|a| a.data.id) else {
+            let Some(data) = parsed.map(|a| a.data) else {
+                return;
+            };
+            let Some(id) = data.id else {
                 return;
             };
             stats.acked_holds.push(id);
+            let holds = ctx.holds_acked.fetch_add(1, Ordering::Relaxed) + 1;
+            let places = data.quantity.unwrap_or(0);
+            let before = ctx.places_acked.fetch_add(places, Ordering::Relaxed);
+            if before < ctx.capacity && before + places >= ctx.capacity {
+                let at = ctx.started.elapsed().as_micros() as u64;
+                let _ = ctx.first_pass.set((at, holds));
+            }
             let roll = rng.below(100);
             if roll < 10 {
                 stats.abandoned += 1; // left to expire

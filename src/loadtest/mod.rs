@@ -5,18 +5,22 @@
 //!
 //! Scenarios:
 //! - `hot-ga`: one GENERAL section far larger than the run can sell, holds of 2;
-//! - `sellout`: a RESERVED section of 20,000 seats, buyers asking for 1–4 best-available
+//! - `sellout`: a RESERVED section of 20,000 seats (`--seats`), buyers asking for 1–4 best-available
 //!   seats, confirming most holds (some with a discount), abandoning some to expire, until
 //!   sold out;
 //! - `browse`: `GET /health/live` and then `GET /events/{id}/inventory`, same concurrency,
 //!   to compare inventory reads with the cheapest route there is;
 //! - `ops`: the performance guide's four "Optimization Wins" operations one after another — get event
 //!   inventory, confirm booking, list user bookings, validate discount.
+//!
+//! With `--subscribers N`, N seat maps follow the event's live stream throughout (`watch`)
+//! and must each end showing exactly what PostgreSQL holds.
 
 mod drive;
 mod http;
 mod setup;
 mod stats;
+mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,6 +114,14 @@ pub struct LoadtestArgs {
     /// with a short one, holds nobody confirms expire while the run goes on.
     #[arg(long)]
     pub hold_ttl_seconds: Option<u32>,
+    /// Sellout: seats in the section, in rows of 200 (at most 200,000). A larger sellout
+    /// sells longer, which steadies its first-pass throughput.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(200..=200_000))]
+    pub seats: u32,
+    /// Live-stream subscribers following the event throughout the run (connected before it
+    /// starts); each must end showing exactly what PostgreSQL holds.
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
     /// Keep the run's event and accounts afterwards. By default they are deleted once the
     /// checks pass (a failed run keeps them, for inspection).
     #[arg(long)]
@@ -119,9 +131,22 @@ pub struct LoadtestArgs {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Memory {
+    /// Before any live-stream subscriber connected.
+    before_subscribers_mib: Option<f64>,
     start_mib: f64,
     max_mib: f64,
     end_mib: f64,
+}
+
+/// A sellout's first pass: from the start until acknowledged holds had handed out as many
+/// places as the section has (abandoned ones included). The sellout's throughput, measured
+/// where it is selling — what follows is mostly waiting for abandoned holds to expire.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FirstPass {
+    seconds: f64,
+    holds: u64,
+    holds_per_second: f64,
 }
 
 #[derive(Serialize)]
@@ -140,11 +165,13 @@ struct Report {
     inventory_to_health_ratio: Option<f64>,
     operations: Vec<(String, SeriesSummary)>,
     sold_out_after_seconds: Option<f64>,
+    first_pass: Option<FirstPass>,
     capacity: i64,
     booked: i64,
     abandoned_holds: u64,
     generator_skipped: u64,
     server_memory: Option<Memory>,
+    subscribers: Option<watch::WatchReport>,
     violations: Vec<String>,
     missing_holds: usize,
     missing_bookings: usize,
@@ -180,6 +207,7 @@ fn sample_memory(
             }
         }
         Some(Memory {
+            before_subscribers_mib: None,
             start_mib: start,
             max_mib: max,
             end_mib: end,
@@ -259,8 +287,9 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         Scenario::Sellout => (
             setup::EventPlan {
                 name: "Load test (sellout)".into(),
-                section: json!({"name": "Arena", "type": "RESERVED", "rows": 100, "seatsPerRow": 200, "priceCents": 8000}),
-                max_tickets_per_user: 40,
+                section: json!({"name": "Arena", "type": "RESERVED", "rows": args.seats.div_ceil(200), "seatsPerRow": 200, "priceCents": 8000}),
+                // Enough for the buyers to take every seat between them, twice over.
+                max_tickets_per_user: (2 * args.seats / args.buyers.max(1) as u32).max(40),
                 hold_ttl_seconds: 10,
                 discount: true,
             },
@@ -271,6 +300,10 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         hold_ttl_seconds: args.hold_ttl_seconds.unwrap_or(plan.hold_ttl_seconds),
         ..plan
     };
+    let section = &plan.section;
+    let capacity = section["capacity"].as_u64().unwrap_or_else(|| {
+        section["rows"].as_u64().unwrap_or(0) * section["seatsPerRow"].as_u64().unwrap_or(0)
+    });
     let prepared = setup::prepare(&pool, &keys, &client, &target, args.buyers, plan).await?;
     let event_id = prepared.event_id;
     if let Some(path) = &args.prepare_only {
@@ -309,6 +342,10 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             started,
             progress: progress(args.json, measured.as_secs().max(1)),
             in_flight: AtomicU64::new(0),
+            capacity,
+            holds_acked: AtomicU64::new(0),
+            places_acked: AtomicU64::new(0),
+            first_pass: std::sync::OnceLock::new(),
         })
     };
 
@@ -319,6 +356,24 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             args.duration, args.warmup
         ),
     );
+    let before_subscribers = args.server_pid.and_then(rss_mib);
+    let watchers = if args.subscribers > 0 {
+        announce(
+            "setup",
+            format!(
+                "connecting {} live-stream subscribers to event {event_id}",
+                args.subscribers
+            ),
+        );
+        let w = watch::Watchers::connect(&target, event_id, args.subscribers).await?;
+        announce(
+            "setup",
+            format!("{} subscribers have the event's state", args.subscribers),
+        );
+        Some(w)
+    } else {
+        None
+    };
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_memory(args.server_pid, stop_sampling.clone());
     let mut report = Report {
@@ -339,11 +394,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         inventory_to_health_ratio: None,
         operations: Vec::new(),
         sold_out_after_seconds: None,
+        first_pass: None,
         capacity: 0,
         booked: 0,
         abandoned_holds: 0,
         generator_skipped: 0,
         server_memory: None,
+        subscribers: None,
         violations: Vec::new(),
         missing_holds: 0,
         missing_bookings: 0,
@@ -414,6 +471,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         report.generator_skipped = skipped;
         let sold_out = run.sold_out_after_us.load(Ordering::SeqCst);
         report.sold_out_after_seconds = (sold_out > 0).then(|| sold_out as f64 / 1e6);
+        if action == Action::SelloutBuy {
+            report.first_pass = run.first_pass.get().map(|&(us, holds)| FirstPass {
+                seconds: us as f64 / 1e6,
+                holds,
+                holds_per_second: holds as f64 / (us as f64 / 1e6),
+            });
+        }
         report.holds = Some(s.holds.summary(secs));
         if action == Action::SelloutBuy {
             report.confirms = Some(s.confirms.summary(secs));
@@ -423,6 +487,9 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     }
     stop_sampling.store(true, Ordering::Relaxed);
     report.server_memory = sampler.await.ok().flatten();
+    if let Some(memory) = &mut report.server_memory {
+        memory.before_subscribers_mib = before_subscribers.filter(|_| watchers.is_some());
+    }
 
     // The checks: invariants, and every acknowledgement durable.
     announce(
@@ -455,6 +522,22 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         report
             .violations
             .push(format!("sold out with {booked} booked of {capacity}"));
+    }
+    if let Some(watchers) = watchers {
+        announce(
+            "audit",
+            "checking every subscriber's seat map against PostgreSQL".into(),
+        );
+        let watched = watchers
+            .finish(&pool, event_id, Duration::from_secs(60))
+            .await?;
+        if watched.mismatched > 0 {
+            report.violations.push(format!(
+                "{} of {} subscribers do not show what PostgreSQL holds: {:?}",
+                watched.mismatched, watched.subscribers, watched.failures
+            ));
+        }
+        report.subscribers = Some(watched);
     }
     report.passed =
         report.violations.is_empty() && report.missing_holds == 0 && report.missing_bookings == 0;
@@ -539,13 +622,35 @@ fn print_table(r: &Report) {
     if let Some(ratio) = r.inventory_to_health_ratio {
         println!("inventory reads / health reads: {ratio:.2}");
     }
+    if let Some(f) = &r.first_pass {
+        println!(
+            "first pass: every place handed out after {:.2} s in {} holds ({:.0} holds/s)",
+            f.seconds, f.holds, f.holds_per_second
+        );
+    }
     if let Some(s) = r.sold_out_after_seconds {
         println!(
             "sold out after {s:.1} s: {} of {} booked, {} holds abandoned to expiry",
             r.booked, r.capacity, r.abandoned_holds
         );
     }
+    if let Some(w) = &r.subscribers {
+        println!(
+            "live-stream subscribers: {} connected in {:.1} s, {} messages ({:.0} each), {:.1} MiB read, {} resumed after a drop; {} of {} show what PostgreSQL holds",
+            w.subscribers,
+            w.connect_seconds,
+            w.messages,
+            w.messages_per_subscriber,
+            w.bytes as f64 / (1 << 20) as f64,
+            w.reconnects,
+            w.matching,
+            w.subscribers
+        );
+    }
     if let Some(m) = &r.server_memory {
+        if let Some(before) = m.before_subscribers_mib {
+            println!("server memory before the subscribers connected: {before:.0} MiB");
+        }
         println!(
             "server memory: {:.0} MiB at start, {:.0} MiB max, {:.0} MiB at end",
             m.start_mib, m.max_mib, m.end_mib

@@ -39,7 +39,8 @@ fn dashboard_exprs(file: &str) -> Vec<String> {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut exprs = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
+        // Row panels group the others and query nothing.
+        for target in panel["targets"].as_array().into_iter().flatten() {
             exprs.push(target["expr"].as_str().unwrap().to_string());
         }
     }

@@ -6,26 +6,25 @@ use boxoffice_engine::testdb::TestDb;
 
 use crate::support::{free_port, Server, JWT_SECRET};
 
+/// A short `hot-ga` run of 20 buyers, 8 at a time.
+const HOT_GA: &[&str] = &[
+    "--scenario",
+    "hot-ga",
+    "--duration",
+    "2",
+    "--warmup",
+    "1",
+    "--buyers",
+    "20",
+    "--concurrency",
+    "8",
+];
+
 /// Runs the load generator against `server`; returns its exit status and standard output.
-async fn loadtest(db: &TestDb, server: &Server, extra: &[&str]) -> (bool, String) {
+async fn loadtest(db: &TestDb, server: &Server, run: &[&str], extra: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
-        .args([
-            "loadtest",
-            "--target",
-            &server.url(""),
-            "--scenario",
-            "hot-ga",
-        ])
-        .args([
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--buyers",
-            "20",
-            "--concurrency",
-            "8",
-        ])
+        .args(["loadtest", "--target", &server.url("")])
+        .args(run)
         .args(extra)
         .env("DATABASE_URL", db.url())
         .env("JWT_SECRET", JWT_SECRET)
@@ -48,7 +47,7 @@ async fn a_load_test_is_audited_and_cleans_up_after_itself_unless_kept() {
     let db = TestDb::create().await;
     let server = Server::start(&db.url(), free_port()).await;
 
-    let (ok, out) = loadtest(&db, &server, &["--json"]).await;
+    let (ok, out) = loadtest(&db, &server, HOT_GA, &["--json"]).await;
     assert!(ok, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("a JSON report");
     assert_eq!(report["passed"], true);
@@ -76,10 +75,42 @@ async fn a_load_test_is_audited_and_cleans_up_after_itself_unless_kept() {
         .unwrap();
     assert_eq!(listing["data"], serde_json::json!([]));
 
-    let (ok, out) = loadtest(&db, &server, &["--keep"]).await;
+    let (ok, out) = loadtest(&db, &server, HOT_GA, &["--keep"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("PASSED"), "{out}");
     assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
     assert_eq!(count(&db, "SELECT count(*) FROM users").await, 21);
     assert!(count(&db, "SELECT count(*) FROM reservations").await > 0);
+}
+
+/// A sellout followed by live-stream subscribers, as `bench/stream.sh` runs it with ten
+/// thousand: each subscriber's seat map, built only from what it read on its own
+/// connection, ends equal to PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_subscribers_follow_a_sellout_to_what_postgres_holds() {
+    let db = TestDb::create().await;
+    let server = Server::start(&db.url(), free_port()).await;
+    let sellout = [
+        "--scenario",
+        "sellout",
+        "--seats",
+        "1000",
+        "--buyers",
+        "40",
+        "--concurrency",
+        "16",
+        "--duration",
+        "120",
+    ];
+    let (ok, out) = loadtest(&db, &server, &sellout, &["--subscribers", "50", "--json"]).await;
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("a JSON report");
+    assert_eq!(report["booked"], 1000, "sold out: {report}");
+    let watched = &report["subscribers"];
+    assert_eq!(watched["subscribers"], 50, "{report}");
+    assert_eq!(watched["matching"], 50, "{report}");
+    assert!(
+        watched["messagesPerSubscriber"].as_f64().unwrap() > 1.0,
+        "changes reached them, not only the first state: {report}"
+    );
 }

@@ -6,11 +6,15 @@
 //!   the actor's turn.
 //! - The fan-out task, on the server's runtime, moves the durable picture
 //!   ([`view::LiveView`]) by the pending delta, serializes the difference once for every
-//!   subscriber (as a ready Server-Sent Events frame) and broadcasts it. It then rests for
-//!   the feed's interval: a commit after a quiet spell is shown at once, while commits that
-//!   come faster are shown together, one message per interval. Each subscriber costs a
-//!   wake-up and a write per *message*, so this is what lets ten thousand seat maps follow a
-//!   sellout that commits a hundred times a second (Ably and Pusher call it conflation).
+//!   subscriber (as a ready Server-Sent Events frame) and broadcasts it. It then rests
+//!   ([`Pace`]): a commit after a quiet spell is shown at once, while commits that come
+//!   faster are shown together, one message per rest (Ably and Pusher call it conflation).
+//!   Each subscriber costs a wake-up and a write per *message*, so the rest grows with the
+//!   node's audience: at most `stream_deliveries_per_second` writes to subscribers a second
+//!   whatever the commit rate — what lets ten thousand seat maps follow a sellout that
+//!   commits a hundred times a second on two cores.
+//! - A feed with nothing to say broadcasts a heartbeat now and then, so that proxies keep
+//!   its streams open: one per feed, not a timer per subscriber.
 //! - A subscriber gets, under the feed's lock, either the messages it missed (it names the
 //!   last one it saw; the feed keeps the last [`RECENT_MESSAGES_MAX`]) or the whole state,
 //!   then a receiver for what follows. A message can reach it twice (once in the state, once
@@ -26,6 +30,7 @@
 pub mod view;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,8 +55,10 @@ const UNSENT_MESSAGES_MAX: usize = 1024;
 pub enum MessageKind {
     /// The whole state: replaces whatever the subscriber had.
     State,
-    /// What one commit changed.
+    /// What changed since the previous message.
     Change,
+    /// Nothing: a comment that keeps idle connections open.
+    Heartbeat,
 }
 
 impl MessageKind {
@@ -59,7 +66,41 @@ impl MessageKind {
         match self {
             MessageKind::State => "state",
             MessageKind::Change => "change",
+            MessageKind::Heartbeat => "heartbeat",
         }
+    }
+}
+
+/// How often a feed may send: its rest after a message, and its heartbeat.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    /// The least rest between two messages.
+    pub interval: Duration,
+    /// Writes to subscribers per second the node allows, across its feeds.
+    pub deliveries_per_second: u64,
+    /// A quiet feed's heartbeat.
+    pub heartbeat: Duration,
+    /// Subscribers of every feed of the node.
+    subscribers: Arc<AtomicU64>,
+}
+
+impl Pace {
+    pub fn of(config: &crate::config::EngineConfig) -> Pace {
+        Pace {
+            interval: Duration::from_millis(config.stream_interval_ms),
+            deliveries_per_second: config.stream_deliveries_per_second.max(1),
+            heartbeat: Duration::from_secs(config.stream_heartbeat_seconds.max(1)),
+            subscribers: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The rest after a message: the interval, or longer when the node has so many
+    /// subscribers that a message to each every interval would exceed its deliveries.
+    pub fn rest(&self) -> Duration {
+        let subscribers = self.subscribers.load(Ordering::Relaxed);
+        let budgeted =
+            Duration::from_secs_f64(subscribers as f64 / self.deliveries_per_second as f64);
+        self.interval.max(budgeted)
     }
 }
 
@@ -87,11 +128,13 @@ impl Position {
     }
 
     /// Whether a subscriber standing here should apply `message`: a change only if it is the
-    /// next in the same epoch; a whole state if it is newer.
+    /// next in the same epoch; a whole state if it is newer; a heartbeat never (it carries
+    /// nothing, and moves no one).
     pub fn accepts(self, message: &FeedMessage) -> bool {
         match message.kind {
             MessageKind::Change => message.at.epoch == self.epoch && message.at.seq > self.seq,
             MessageKind::State => message.at > self,
+            MessageKind::Heartbeat => false,
         }
     }
 }
@@ -104,11 +147,20 @@ pub struct FeedMessage {
     /// The message as a Server-Sent Events frame (`id:`, `event:` and `data:` lines and the
     /// blank line that ends it), shared by every subscriber's socket without a copy.
     frame: Bytes,
-    /// Where the JSON sits in `frame`.
+    /// Where the JSON sits in `frame` (empty for a heartbeat).
     data_at: std::ops::Range<usize>,
 }
 
 impl FeedMessage {
+    fn heartbeat(at: Position) -> FeedMessage {
+        FeedMessage {
+            at,
+            kind: MessageKind::Heartbeat,
+            frame: Bytes::from_static(b": heartbeat\n\n"),
+            data_at: 0..0,
+        }
+    }
+
     fn new(at: Position, kind: MessageKind, data: &impl serde::Serialize) -> FeedMessage {
         let mut frame = format!("id: {}\nevent: {}\ndata: ", at.id(), kind.as_str()).into_bytes();
         let start = frame.len();
@@ -143,14 +195,56 @@ pub struct Subscription {
     pub position: Position,
     /// Everything after, possibly starting with messages already in the backlog.
     pub receiver: broadcast::Receiver<Arc<FeedMessage>>,
+    /// How far behind the broadcast the subscriber is, for whoever watches for slow ones.
+    pub lag: Arc<Lag>,
+}
+
+/// How far a subscriber is behind its feed: messages broadcast since it subscribed, less
+/// those it took from its receiver. Read from outside the subscriber: a subscriber whose
+/// client stopped reading is never polled, so it cannot notice by itself that it fell
+/// behind.
+#[derive(Debug)]
+pub struct Lag {
+    /// The feed's count of messages handed to the broadcast.
+    broadcast: Arc<AtomicU64>,
+    /// That count when the subscriber's receiver was made.
+    start: u64,
+    /// Messages the subscriber took from its receiver.
+    received: AtomicU64,
+    /// The node's count of subscribers, which this one leaves when dropped.
+    subscribers: Arc<AtomicU64>,
+}
+
+impl Drop for Lag {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Lag {
+    /// The subscriber took one message from its receiver.
+    pub fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages broadcast that the subscriber has not taken yet. (A receiver made while a
+    /// broadcast was under way may also get messages counted before it: never negative.)
+    pub fn behind(&self) -> u64 {
+        let sent = self.broadcast.load(Ordering::Relaxed) - self.start;
+        sent.saturating_sub(self.received.load(Ordering::Relaxed))
+    }
 }
 
 /// The feed of one event.
 pub struct Feed {
     inner: Mutex<FeedInner>,
     sender: broadcast::Sender<Arc<FeedMessage>>,
+    /// Messages handed to `sender` (counted under `inner`'s lock, as they are taken).
+    broadcast: Arc<AtomicU64>,
     /// Shared with the fan-out task, which outlives nothing: it stops when the feed is gone.
     wake: Arc<Notify>,
+    /// The node's subscriber count, shared by every feed's [`Pace`].
+    subscribers: Arc<AtomicU64>,
 }
 
 struct FeedInner {
@@ -199,7 +293,7 @@ impl Feed {
         epoch: i64,
         snapshot: &InventorySnapshot,
         fanout: &tokio::runtime::Handle,
-        interval: Duration,
+        pace: Pace,
     ) -> Arc<Feed> {
         let (sender, _) = broadcast::channel(BROADCAST_RING_MESSAGES);
         let feed = Arc::new(Feed {
@@ -212,9 +306,11 @@ impl Feed {
                 state: None,
             }),
             sender,
+            broadcast: Arc::new(AtomicU64::new(0)),
             wake: Arc::new(Notify::new()),
+            subscribers: pace.subscribers.clone(),
         });
-        fanout.spawn(fan_out(Arc::downgrade(&feed), feed.wake.clone(), interval));
+        fanout.spawn(fan_out(Arc::downgrade(&feed), feed.wake.clone(), pace));
         feed
     }
 
@@ -268,7 +364,20 @@ impl Feed {
                 inner.queue(message);
             }
         }
-        std::mem::take(&mut inner.unsent)
+        let unsent = std::mem::take(&mut inner.unsent);
+        self.broadcast
+            .fetch_add(unsent.len() as u64, Ordering::Relaxed);
+        unsent
+    }
+
+    /// The heartbeat of a quiet feed, when anyone listens.
+    fn heartbeat(&self) -> Option<Arc<FeedMessage>> {
+        if self.sender.receiver_count() == 0 {
+            return None;
+        }
+        let inner = self.lock();
+        self.broadcast.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::new(FeedMessage::heartbeat(inner.at)))
     }
 
     /// Subscribes. `last` is the last message the subscriber saw (SSE `Last-Event-ID`):
@@ -298,6 +407,15 @@ impl Feed {
             backlog,
             position: inner.at,
             receiver,
+            lag: {
+                self.subscribers.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Lag {
+                    broadcast: self.broadcast.clone(),
+                    start: self.broadcast.load(Ordering::Relaxed),
+                    received: AtomicU64::new(0),
+                    subscribers: self.subscribers.clone(),
+                })
+            },
         }
     }
 
@@ -314,15 +432,23 @@ impl Drop for Feed {
     }
 }
 
-/// Broadcasts each feed's messages in order, off the I/O thread and off the actor, at most
-/// one change per `interval`: after a message it rests, and whatever commits meanwhile is
-/// shown together when it wakes.
-async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>, interval: Duration) {
+/// Broadcasts each feed's messages in order, off the I/O thread and off the actor, resting
+/// after each as long as the [`Pace`] says (whatever commits meanwhile is shown together
+/// when it wakes), and a heartbeat when the feed has been quiet for one.
+async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>, pace: Pace) {
     loop {
-        wake.notified().await;
+        let woken = tokio::time::timeout(pace.heartbeat, wake.notified())
+            .await
+            .is_ok();
         let Some(feed) = feed.upgrade() else {
             return;
         };
+        if !woken {
+            if let Some(heartbeat) = feed.heartbeat() {
+                let _ = feed.sender.send(heartbeat);
+            }
+            continue;
+        }
         let unsent = feed.take_unsent();
         let sent = !unsent.is_empty();
         for message in unsent {
@@ -330,8 +456,9 @@ async fn fan_out(feed: std::sync::Weak<Feed>, wake: Arc<Notify>, interval: Durat
             let _ = feed.sender.send(message);
         }
         drop(feed);
-        if sent && !interval.is_zero() {
-            tokio::time::sleep(interval).await;
+        let rest = pace.rest();
+        if sent && !rest.is_zero() {
+            tokio::time::sleep(rest).await;
         }
     }
 }
@@ -342,16 +469,16 @@ pub struct Feeds {
     feeds: DashMap<EventId, Arc<Feed>>,
     /// The runtime fan-out tasks run on (the server's).
     fanout: tokio::runtime::Handle,
-    /// The least time between two messages of one feed (zero: one message per commit).
-    interval: Duration,
+    /// How often feeds send; one subscriber count for the node.
+    pace: Pace,
 }
 
 impl Feeds {
-    pub(crate) fn new(fanout: tokio::runtime::Handle, interval: Duration) -> Feeds {
+    pub(crate) fn new(fanout: tokio::runtime::Handle, pace: Pace) -> Feeds {
         Feeds {
             feeds: DashMap::new(),
             fanout,
-            interval,
+            pace,
         }
     }
 
@@ -361,13 +488,13 @@ impl Feeds {
         let mut entry = self
             .feeds
             .entry(event_id)
-            .or_insert_with(|| Feed::new(epoch, snapshot, &self.fanout, self.interval));
+            .or_insert_with(|| Feed::new(epoch, snapshot, &self.fanout, self.pace.clone()));
         let current = entry.lock().at.epoch;
         if current < epoch {
             entry.reload(epoch, snapshot);
         } else if current > epoch {
             // Cannot happen (every load takes a newer epoch); should it, start afresh.
-            *entry = Feed::new(epoch, snapshot, &self.fanout, self.interval);
+            *entry = Feed::new(epoch, snapshot, &self.fanout, self.pace.clone());
         }
         entry.clone()
     }

@@ -17,12 +17,24 @@ use crate::types::{EventId, EventStatus, SeatId, SeatStatus, SectionId, SectionK
 use crate::write_behind::{SectionCounts, Writes};
 
 /// One section as the feed shows it: counts and, when seated, every seat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// On the wire a seated section is compact, because a 20,000-seat arena is sent whole to
+/// every subscriber that connects: its layout as runs of seats, and only the seats that are
+/// not available, by status —
+///
+/// ```json
+/// {"id": 7, "name": "Stalls", "type": "RESERVED", "capacity": 400, "priceCents": 8000,
+///  "available": 397, "held": 2, "booked": 1,
+///  "rows": [{"label": "A", "index": 0, "seats": [[1001, 1, 20]]}, ...],
+///  "seats": {"RESERVED": [1004, 1005], "BOOKED": [1010]}}
+/// ```
+///
+/// where `[1001, 1, 20]` is a run of 20 seats with ids 1001… and numbers 1… (a row whose ids
+/// are not consecutive has several runs). Every seat not listed under `seats` is available.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveSection {
     pub id: SectionId,
     pub name: String,
-    #[serde(rename = "type")]
     pub kind: SectionKind,
     pub capacity: u32,
     pub price_cents: i64,
@@ -30,8 +42,63 @@ pub struct LiveSection {
     pub held: u32,
     pub booked: u32,
     /// Rows front first, seats left to right (seated sections only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<Vec<RowSnapshot>>,
+}
+
+/// A row on the wire: its seats as runs `[first id, first number, count]`.
+#[derive(Serialize)]
+struct WireRow<'a> {
+    label: &'a str,
+    index: i32,
+    seats: Vec<[i64; 3]>,
+}
+
+impl Serialize for LiveSection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let fields = if self.rows.is_some() { 10 } else { 8 };
+        let mut out = serializer.serialize_struct("LiveSection", fields)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("type", &self.kind)?;
+        out.serialize_field("capacity", &self.capacity)?;
+        out.serialize_field("priceCents", &self.price_cents)?;
+        out.serialize_field("available", &self.available)?;
+        out.serialize_field("held", &self.held)?;
+        out.serialize_field("booked", &self.booked)?;
+        if let Some(rows) = &self.rows {
+            let mut taken = SeatChanges::default();
+            let wire: Vec<WireRow> = rows
+                .iter()
+                .map(|row| {
+                    let mut runs: Vec<[i64; 3]> = Vec::new();
+                    for seat in &row.seats {
+                        if seat.status != SeatStatus::Available {
+                            taken.push(seat.id, seat.status);
+                        }
+                        match runs.last_mut() {
+                            Some([id, number, count])
+                                if *id + *count == seat.id
+                                    && *number + *count == i64::from(seat.number) =>
+                            {
+                                *count += 1
+                            }
+                            _ => runs.push([seat.id, seat.number.into(), 1]),
+                        }
+                    }
+                    WireRow {
+                        label: &row.label,
+                        index: row.index,
+                        seats: runs,
+                    }
+                })
+                .collect();
+            taken.sort();
+            out.serialize_field("rows", &wire)?;
+            out.serialize_field("seats", &taken)?;
+        }
+        out.end()
+    }
 }
 
 /// A whole event: what a subscriber receives first, and again after a reload.
@@ -57,17 +124,61 @@ pub struct SectionCountsChange {
     pub booked: u32,
 }
 
-/// Seats whose status changed, grouped by their new status: `{"RESERVED": [ids], ...}`.
-/// A sellout changes thousands of seats a second and every subscriber receives each of them,
-/// so a seat costs its id and a comma on the wire, not an object.
+/// Seats grouped by status: `{"RESERVED": [ids], ...}`, each list in ascending order and
+/// written as runs ([`ids_as_runs`]).
+///
+/// A sellout changes thousands of seats a second and every subscriber receives each change,
+/// so the wire cost of a seat decides what ten thousand subscribers cost: never an object
+/// per seat, and, because best-available fills rows in order and seat ids run along a row,
+/// a block of neighbours costs two numbers, not one each.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SeatChanges {
-    #[serde(rename = "AVAILABLE", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "AVAILABLE",
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ids_as_runs"
+    )]
     pub available: Vec<SeatId>,
-    #[serde(rename = "RESERVED", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "RESERVED",
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ids_as_runs"
+    )]
     pub held: Vec<SeatId>,
-    #[serde(rename = "BOOKED", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "BOOKED",
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ids_as_runs"
+    )]
     pub booked: Vec<SeatId>,
+}
+
+/// Ascending ids as a list of lone ids and runs: `[3, [7, 4], 12]` is seats 3, 7, 8, 9, 10
+/// and 12 — a run `[first, count]` for two or more consecutive ids.
+fn ids_as_runs<S: serde::Serializer>(ids: &[SeatId], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Item {
+        One(SeatId),
+        Run([i64; 2]),
+    }
+    let mut out = serializer.serialize_seq(None)?;
+    let mut at = 0;
+    while at < ids.len() {
+        let first = ids[at];
+        let mut count = 1;
+        while at + count < ids.len() && ids[at + count] == first + count as i64 {
+            count += 1;
+        }
+        if count == 1 {
+            out.serialize_element(&Item::One(first))?;
+        } else {
+            out.serialize_element(&Item::Run([first, count as i64]))?;
+        }
+        at += count;
+    }
+    out.end()
 }
 
 impl SeatChanges {
@@ -332,5 +443,81 @@ fn new_section(row: &SectionRow) -> LiveSection {
         held: 0,
         booked: 0,
         rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seat(id: SeatId, number: i32, status: SeatStatus) -> SeatSnapshot {
+        SeatSnapshot { id, number, status }
+    }
+
+    #[test]
+    fn a_seated_section_goes_out_as_runs_and_the_seats_not_available() {
+        let section = LiveSection {
+            id: 7,
+            name: "Stalls".into(),
+            kind: SectionKind::Seated,
+            capacity: 6,
+            price_cents: 8000,
+            available: 3,
+            held: 2,
+            booked: 1,
+            rows: Some(vec![
+                RowSnapshot {
+                    label: "A".into(),
+                    index: 0,
+                    seats: vec![
+                        seat(101, 1, SeatStatus::Available),
+                        seat(102, 2, SeatStatus::Held),
+                        seat(103, 3, SeatStatus::Held),
+                    ],
+                },
+                // Ids that are not consecutive, and a gap in the numbers: three runs.
+                RowSnapshot {
+                    label: "B".into(),
+                    index: 1,
+                    seats: vec![
+                        seat(104, 1, SeatStatus::Available),
+                        seat(200, 2, SeatStatus::Booked),
+                        seat(201, 5, SeatStatus::Available),
+                    ],
+                },
+            ]),
+        };
+        assert_eq!(
+            serde_json::to_value(&section).unwrap(),
+            serde_json::json!({
+                "id": 7, "name": "Stalls", "type": "RESERVED", "capacity": 6, "priceCents": 8000,
+                "available": 3, "held": 2, "booked": 1,
+                "rows": [
+                    {"label": "A", "index": 0, "seats": [[101, 1, 3]]},
+                    {"label": "B", "index": 1, "seats": [[104, 1, 1], [200, 2, 1], [201, 5, 1]]}
+                ],
+                "seats": {"RESERVED": [[102, 2]], "BOOKED": [200]}
+            })
+        );
+        let general = LiveSection {
+            kind: SectionKind::General,
+            rows: None,
+            ..section
+        };
+        let wire = serde_json::to_value(&general).unwrap();
+        assert!(wire.get("rows").is_none() && wire.get("seats").is_none());
+    }
+
+    #[test]
+    fn ids_go_out_as_lone_ids_and_runs_of_neighbours() {
+        let changes = SeatChanges {
+            available: vec![5],
+            held: vec![1, 2, 3, 7, 9, 10],
+            booked: vec![],
+        };
+        assert_eq!(
+            serde_json::to_value(&changes).unwrap(),
+            serde_json::json!({"AVAILABLE": [5], "RESERVED": [[1, 3], 7, [9, 2]]})
+        );
     }
 }
