@@ -76,7 +76,7 @@ impl Application {
             )),
             pool,
             engine,
-            streams: crate::stream::Subscribers::start(
+            streams: crate::stream::subscribers::Subscribers::start(
                 settings.stream_max_subscribers,
                 settings.stream_buffer_messages,
                 stopping.clone(),

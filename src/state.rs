@@ -42,7 +42,7 @@ pub struct AppContext {
     /// The settings the server runs with.
     pub settings: Arc<Settings>,
     /// The live-inventory stream subscribers: their bound and the watch for slow ones.
-    pub streams: Arc<crate::stream::Subscribers>,
+    pub streams: Arc<crate::stream::subscribers::Subscribers>,
     /// Cancelled when shutdown begins: streams end so that the drain can finish.
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -451,6 +451,9 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_are_unaffecte
     );
     want_tx.send(want).unwrap();
     let reader = reader.await.unwrap();
-    assert!(reader.messages > commits, "it saw every commit, and the state");
+    assert!(
+        reader.messages > commits,
+        "it saw every commit, and the state"
+    );
     app.stop().await.unwrap();
 }

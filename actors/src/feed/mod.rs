@@ -520,3 +520,27 @@ impl Feeds {
         self.feeds.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_rests_its_interval_until_the_audience_would_pass_the_budget() {
+        let config = crate::config::EngineConfig {
+            stream_interval_ms: 250,
+            stream_deliveries_per_second: 10_000,
+            ..Default::default()
+        };
+        let pace = Pace::of(&config);
+        let rest_with = |subscribers: u64| {
+            pace.subscribers.store(subscribers, Ordering::Relaxed);
+            pace.rest()
+        };
+        assert_eq!(rest_with(0), Duration::from_millis(250));
+        // 2,500 subscribers at four messages a second is the budget exactly.
+        assert_eq!(rest_with(2_500), Duration::from_millis(250));
+        assert_eq!(rest_with(5_000), Duration::from_millis(500));
+        assert_eq!(rest_with(10_000), Duration::from_secs(1));
+    }
+}

@@ -14,15 +14,15 @@
 //!
 //! A subscriber whose client stops reading is never polled again (hyper polls a body only
 //! when the socket takes more), so it cannot notice by itself that it fell behind. The
-//! node's [`Subscribers`] looks from outside instead: twice a second it compares each
+//! node's [`subscribers::Subscribers`] looks from outside instead: twice a second it compares each
 //! subscriber's position with its feed's, and drops the connection of one more than
 //! `STREAM_BUFFER_MESSAGES` behind (its `EventSource` reconnects and resumes from its last
 //! id). What a stalled subscriber can pin meanwhile is bounded: the broadcast ring is shared,
 //! and its socket's send buffer is kept small (`STREAM_SEND_BUFFER_BYTES`).
 
+pub mod subscribers;
+
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,12 +31,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use boxoffice_engine::feed::{Lag, MessageKind, Position};
+use boxoffice_engine::feed::{MessageKind, Position};
 use boxoffice_engine::types::EventStatus;
 use bytes::Bytes;
-use dashmap::DashMap;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 
 use crate::access;
 use crate::auth::MaybeAuthUser;
@@ -52,77 +50,6 @@ pub fn routes() -> Router<AppState> {
 /// How long a client should wait before reconnecting (the SSE `retry:` field).
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
-/// How often the node looks for subscribers that fell behind.
-const SWEEP_EVERY: Duration = Duration::from_millis(500);
-
-/// The node's stream subscribers: a bound on how many, and a watch on how far behind each is.
-pub struct Subscribers {
-    /// One permit per subscriber (`STREAM_MAX_SUBSCRIBERS`).
-    slots: Arc<tokio::sync::Semaphore>,
-    /// Messages a subscriber may fall behind its feed before it is dropped.
-    behind_max: u64,
-    next_id: AtomicU64,
-    /// Every subscriber connected now.
-    live: DashMap<u64, Watched>,
-}
-
-/// What the sweep needs of one subscriber.
-struct Watched {
-    lag: Arc<Lag>,
-    connection: Option<ConnectionControl>,
-}
-
-impl Subscribers {
-    /// Starts the sweep, which ends with `stopping` or when the node's subscribers are gone.
-    pub fn start(max: usize, behind_max: usize, stopping: CancellationToken) -> Arc<Subscribers> {
-        let subscribers = Arc::new(Subscribers {
-            slots: Arc::new(tokio::sync::Semaphore::new(max)),
-            behind_max: behind_max.max(1) as u64,
-            next_id: AtomicU64::new(0),
-            live: DashMap::new(),
-        });
-        tokio::spawn(sweep(Arc::downgrade(&subscribers), stopping));
-        subscribers
-    }
-
-    /// Drops every subscriber more than `behind_max` messages behind; returns how many.
-    fn drop_laggards(&self) -> usize {
-        let mut dropped = Vec::new();
-        for entry in self.live.iter() {
-            if entry.lag.behind() > self.behind_max {
-                dropped.push(*entry.key());
-            }
-        }
-        for id in &dropped {
-            if let Some((_, watched)) = self.live.remove(id) {
-                metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow")
-                    .increment(1);
-                tracing::debug!("stream subscriber too slow; dropping its connection");
-                // Ending the body is not enough: a client that does not read is never polled.
-                if let Some(connection) = watched.connection {
-                    connection.close();
-                }
-            }
-        }
-        dropped.len()
-    }
-}
-
-async fn sweep(subscribers: Weak<Subscribers>, stopping: CancellationToken) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let Some(subscribers) = subscribers.upgrade() else {
-            return;
-        };
-        subscribers.drop_laggards();
-    }
-}
-
 /// Counts a subscriber for as long as its response body lives.
 struct Subscribed {
     state: AppState,
@@ -134,7 +61,7 @@ struct Subscribed {
 impl Drop for Subscribed {
     fn drop(&mut self) {
         metrics::gauge!("boxoffice_stream_subscribers").decrement(1.0);
-        self.state.streams.live.remove(&self.id);
+        self.state.streams.forget(self.id);
         self.state.engine.unsubscribed(self.event_id);
     }
 }
@@ -142,10 +69,14 @@ impl Drop for Subscribed {
 /// Live availability as Server-Sent Events. `event: state` carries the whole state
 /// (`LiveState`: counts and every seat of seated sections), `event: change` what changed
 /// since the previous message (`LiveChange`: the event's totals, changed section counts,
-/// seats whose status changed grouped by new status — `{"RESERVED": [ids], "BOOKED": [ids],
-/// "AVAILABLE": [ids]}` — and new sections). A commit after a quiet spell is sent at once;
-/// commits that come faster are sent together, one message per `STREAM_INTERVAL_MS`.
-/// Reconnect with `Last-Event-ID` to get what was missed.
+/// seats whose status changed by new status, new sections). Seat lists are compact: a
+/// seated section's rows are runs `[first seat id, first number, count]` and its `seats`
+/// names only the seats not available, `{"RESERVED": [...], "BOOKED": [...]}`; a change's
+/// `seats` is `{"RESERVED": [...], "BOOKED": [...], "AVAILABLE": [...]}`; every such list
+/// is ascending, each item a seat id or a run `[first id, count]` of neighbours. A commit
+/// after a quiet spell is sent at once; commits that come faster are sent together, at most
+/// one message per `STREAM_INTERVAL_MS`. Reconnect with `Last-Event-ID` to get what was
+/// missed.
 #[utoipa::path(get, path = "/events/{id}/inventory/stream", tag = "sections",
     params(("id" = i64, Path),
            ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last message received (`epoch-seq`); the stream resumes after it when it can, and starts with the whole state otherwise.")),
@@ -164,7 +95,7 @@ pub async fn stream(
     if snapshot.status == EventStatus::Draft {
         access::event(&state.pool, id, auth.as_ref()).await?;
     }
-    let Ok(slot) = state.streams.slots.clone().try_acquire_owned() else {
+    let Some(slot) = state.streams.slot() else {
         metrics::counter!("boxoffice_stream_subscribers_refused_total").increment(1);
         return Err(ApiError::Unavailable {
             code: "OVERLOADED",
@@ -192,14 +123,7 @@ pub async fn stream(
         // pinning megabytes of kernel memory each.
         connection.limit_send_buffer(state.settings.stream_send_buffer_bytes);
     }
-    let subscriber = state.streams.next_id.fetch_add(1, Ordering::Relaxed);
-    state.streams.live.insert(
-        subscriber,
-        Watched {
-            lag: subscription.lag.clone(),
-            connection,
-        },
-    );
+    let subscriber = state.streams.watch(subscription.lag.clone(), connection);
     let subscribed = Subscribed {
         state: state.clone(),
         event_id: id,
