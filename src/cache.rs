@@ -7,6 +7,11 @@
 //! - Redis trouble never fails a request: a Redis error is logged, counted, and the value
 //!   is loaded from PostgreSQL; after an error Redis is skipped for a few seconds.
 //! - Listings are invalidated by bumping a generation number that is part of their keys.
+//! - In a cluster every node has its own in-process cache, so an invalidation is also
+//!   announced to the other nodes through PostgreSQL (`NOTIFY boxoffice_cache`), and each
+//!   node's listener forgets the key or moves the family's generation. A node whose listener
+//!   lost its connection clears its whole in-process cache when it is back: whatever it
+//!   missed meanwhile cannot outlive that.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,6 +131,16 @@ impl RedisLayer {
     }
 }
 
+/// The channel nodes announce invalidations on.
+const CHANNEL: &str = "boxoffice_cache";
+
+/// Where invalidations are announced to the other nodes.
+struct Peers {
+    pool: sqlx::PgPool,
+    /// This node's id: its own announcements come back to it and are skipped.
+    origin: String,
+}
+
 /// The cache.
 pub struct Cache {
     /// Prepended to every Redis key (tests use one of their own).
@@ -133,7 +148,9 @@ pub struct Cache {
     redis: Option<RedisLayer>,
     local: moka::future::Cache<String, Entry>,
     /// Listing generations when there is no Redis.
-    generations: DashMap<&'static str, u64>,
+    generations: DashMap<String, u64>,
+    /// The other nodes, once [`Cache::share_with`] was called.
+    peers: std::sync::OnceLock<Peers>,
 }
 
 impl Cache {
@@ -150,6 +167,61 @@ impl Cache {
                 .expire_after(PerEntryTtl)
                 .build(),
             generations: DashMap::new(),
+            peers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Announces this node's invalidations to the other nodes of the cluster, and applies
+    /// theirs: a listener on PostgreSQL's `boxoffice_cache` channel, until `stopping`.
+    pub fn share_with(
+        self: &Arc<Self>,
+        pool: sqlx::PgPool,
+        origin: String,
+        stopping: tokio_util::sync::CancellationToken,
+    ) {
+        let peers = Peers {
+            pool: pool.clone(),
+            origin: origin.clone(),
+        };
+        if self.peers.set(peers).is_err() {
+            return;
+        }
+        tokio::spawn(listen(Arc::downgrade(self), pool, origin, stopping));
+    }
+
+    /// Tells the other nodes (best effort: a node that misses it clears its cache when its
+    /// listener reconnects, and entries live seconds anyway).
+    async fn announce(&self, what: String) {
+        let Some(peers) = self.peers.get() else {
+            return;
+        };
+        let payload = format!("{}\n{what}", peers.origin);
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&peers.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce a cache invalidation to the other nodes");
+        }
+    }
+
+    /// Applies another node's announcement here only.
+    async fn apply(&self, what: &str) {
+        if let Some(key) = what.strip_prefix("k:") {
+            self.local
+                .invalidate(&format!("{}{key}", self.prefix))
+                .await;
+        } else if let Some(family) = what.strip_prefix("g:") {
+            *self.generations.entry(family.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    /// Forgets everything held in this process (listings move to new generations).
+    fn forget_local(&self) {
+        self.local.invalidate_all();
+        for mut generation in self.generations.iter_mut() {
+            *generation += 1;
         }
     }
 
@@ -226,7 +298,7 @@ impl Cache {
         serde_json::from_slice(&entry.bytes).map_err(|e| ApiError::Internal(e.into()))
     }
 
-    /// Forgets a key everywhere.
+    /// Forgets a key everywhere: here, in Redis, and on the other nodes.
     pub async fn invalidate(&self, key: &str) {
         let full_key = format!("{}{key}", self.prefix);
         self.local.invalidate(&full_key).await;
@@ -235,6 +307,7 @@ impl Cache {
             del.arg(&full_key);
             let _ = redis.run::<i64>(del).await;
         }
+        self.announce(format!("k:{key}")).await;
     }
 
     /// The current generation of a family of keys (listings), part of their keys.
@@ -249,13 +322,70 @@ impl Cache {
         self.generations.get(family).map_or(0, |g| *g)
     }
 
-    /// Invalidates every key of a family at once by moving to a new generation.
+    /// Invalidates every key of a family at once by moving to a new generation, on every
+    /// node.
     pub async fn bump(&self, family: &'static str) {
-        *self.generations.entry(family).or_insert(0) += 1;
+        *self.generations.entry(family.to_string()).or_insert(0) += 1;
         if let Some(redis) = &self.redis {
             let mut incr = redis::cmd("INCR");
             incr.arg(format!("{}gen:{family}", self.prefix));
             let _ = redis.run::<u64>(incr).await;
+        }
+        self.announce(format!("g:{family}")).await;
+    }
+}
+
+/// Applies the other nodes' invalidations until `stopping`. When the connection is lost
+/// the listener reconnects by itself; what was announced meanwhile is unknown, so this
+/// node's in-process cache is cleared once it is back.
+async fn listen(
+    cache: std::sync::Weak<Cache>,
+    pool: sqlx::PgPool,
+    origin: String,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let mut listener = loop {
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            connected = connected => match connected {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation listener cannot connect; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            () = stopping.cancelled() => return,
+            received = listener.try_recv() => received,
+        };
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(Some(notification)) => {
+                if let Some((from, what)) = notification.payload().split_once('\n') {
+                    if from != origin {
+                        cache.apply(what).await;
+                    }
+                }
+            }
+            // The connection was lost and is being re-established: anything announced in
+            // between was missed.
+            Ok(None) => cache.forget_local(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache invalidation listener failed; retrying");
+                cache.forget_local();
+                drop(cache);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }

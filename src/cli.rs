@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `user add`.
+//! The command line: `serve` (the default), `migrate`, `seed-demo`, `loadtest`, `audit`,
+//! `user add`, `cluster status`.
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,22 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The cluster as PostgreSQL records it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node (its URL, incarnation, lease and whether it is draining) and how many
+    /// events each owns; exit 1 when no node holds a lease.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +96,14 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::SeedDemo { artillery } => {
+            // Seeding runs an engine of its own: a cluster node of its own for the moment,
+            // so that it never takes the place of a server running here with the same id.
+            let mut settings = settings;
+            settings.engine.cluster.node_id = format!(
+                "{}/seed-demo-{}",
+                settings.engine.cluster.node_id,
+                std::process::id()
+            );
             let pool = db::prepare(&settings).await?;
             let engine =
                 boxoffice_engine::Engine::start(pool.clone(), settings.engine.clone()).await?;
@@ -116,6 +141,12 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             anyhow::ensure!(found.is_empty(), "event {event} breaks its invariants");
             Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { json },
+        } => {
+            let pool = db::connect(&settings).await?;
+            crate::cluster::status::status(&pool, json).await
         }
         Command::Migrate => {
             db::prepare(&settings).await?;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use boxoffice_engine::cluster::ClusterConfig;
 use boxoffice_engine::EngineConfig;
 
 /// A secret string: usable by the code that needs it, never printed by `Debug`.
@@ -129,6 +130,31 @@ pub fn open_files_limit() -> usize {
         .unwrap_or(1024)
 }
 
+/// This machine's host name (Linux), or `localhost`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `NODE_ID` when unset: host name and port, unique per process on one machine.
+pub fn default_node_id(bind_addr: SocketAddr) -> String {
+    format!("{}:{}", host_name(), bind_addr.port())
+}
+
+/// `ADVERTISE_URL` when unset: the bound address, or the host name when bound to every
+/// interface (other nodes cannot reach `0.0.0.0`).
+pub fn default_advertise_url(bind_addr: SocketAddr) -> String {
+    if bind_addr.ip().is_unspecified() {
+        format!("http://{}:{}", host_name(), bind_addr.port())
+    } else {
+        format!("http://{bind_addr}")
+    }
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -153,6 +179,7 @@ impl Settings {
     /// Reads the environment.
     pub fn from_env() -> Result<Settings, ConfigError> {
         let defaults = EngineConfig::default();
+        let bind_addr = parsed("BIND_ADDR", SocketAddr::from(([0, 0, 0, 0], 3000)))?;
         let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
             Some(s) => (Secret::new(s), false),
             None => (Secret::new(random_secret()), true),
@@ -162,7 +189,7 @@ impl Settings {
                 var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             ),
             redis_url: var("REDIS_URL").map(Secret::new),
-            bind_addr: parsed("BIND_ADDR", SocketAddr::from(([0, 0, 0, 0], 3000)))?,
+            bind_addr,
             jwt_secret,
             jwt_secret_generated,
             jwt_ttl_seconds: parsed("JWT_TTL_SECONDS", 3600)?,
@@ -215,6 +242,17 @@ impl Settings {
                     "STREAM_HEARTBEAT_SECONDS",
                     defaults.stream_heartbeat_seconds,
                 )?,
+                cluster: ClusterConfig {
+                    node_id: match var("NODE_ID") {
+                        Some(id) => id,
+                        None => default_node_id(bind_addr),
+                    },
+                    url: match var("ADVERTISE_URL") {
+                        Some(url) => url.trim_end_matches('/').to_string(),
+                        None => default_advertise_url(bind_addr),
+                    },
+                    lease_ms: parsed("CLUSTER_LEASE_MS", defaults.cluster.lease_ms)?,
+                },
                 ..defaults
             },
         })

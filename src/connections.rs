@@ -235,10 +235,19 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(control.clone());
             let (router, pacing) = (router.clone(), pacing.clone());
+            // A request another node forwarded comes over that node's pooled connection,
+            // which carries other buyers' requests too: never held.
+            let paced = !request
+                .headers()
+                .contains_key(crate::cluster::headers::FORWARDED_BY);
             async move {
-                pacing.wait_turn().await;
+                if paced {
+                    pacing.wait_turn().await;
+                }
                 let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
-                pacing.after(&response);
+                if paced {
+                    pacing.after(&response);
+                }
                 Ok::<_, Infallible>(response)
             }
         });

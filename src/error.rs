@@ -49,6 +49,15 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Marks a response that says the event is owned by another node: the forwarding layer
+/// (`cluster::forward_to_owner`) answers with that node's response instead.
+#[derive(Clone, Debug)]
+pub struct OwnedElsewhere {
+    pub event_id: i64,
+    pub node_id: String,
+    pub url: Option<String>,
+}
+
 /// What a 404 is about, named in its code and message.
 #[derive(Debug)]
 pub enum NotFound {
@@ -89,6 +98,14 @@ pub enum ApiError {
     /// Shed load or a dependency down: 503 with `Retry-After`.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// Another node owns the event: answered by forwarding the request there
+    /// (`cluster::forward_to_owner`), or 503 when it cannot be.
+    #[error("event {event_id} is owned by node {node_id}")]
+    OwnedElsewhere {
+        event_id: i64,
+        node_id: String,
+        url: Option<String>,
+    },
     /// A bug or an unexpected failure: logged in full, answered with a generic 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -145,6 +162,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Client { code, .. } | ApiError::Unavailable { code, .. } => code,
+            ApiError::OwnedElsewhere { .. } => "UNAVAILABLE",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::TooManyRequests { .. } => "TOO_MANY_ATTEMPTS",
             ApiError::Internal(_) => "INTERNAL",
@@ -157,7 +175,9 @@ impl ApiError {
             ApiError::Client { status, .. } => *status,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::OwnedElsewhere { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,6 +206,15 @@ impl ApiError {
             ApiError::Unavailable { code, message } => ApiError::Unavailable {
                 code,
                 message: message.clone(),
+            },
+            ApiError::OwnedElsewhere {
+                event_id,
+                node_id,
+                url,
+            } => ApiError::OwnedElsewhere {
+                event_id: *event_id,
+                node_id: node_id.clone(),
+                url: url.clone(),
             },
             ApiError::Internal(e) => ApiError::Internal(anyhow::anyhow!("{e:#}")),
         }
@@ -230,6 +259,19 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable(message) => ApiError::Unavailable {
                 code: "UNAVAILABLE",
                 message,
+            },
+            EngineError::NotOwner {
+                event_id,
+                node_id,
+                url,
+            } => ApiError::OwnedElsewhere {
+                event_id,
+                node_id,
+                url,
+            },
+            EngineError::NotMember => ApiError::Unavailable {
+                code: "UNAVAILABLE",
+                message: "this node is rejoining the cluster; retry".into(),
             },
         }
     }
@@ -301,6 +343,27 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            ApiError::OwnedElsewhere {
+                event_id,
+                node_id,
+                url,
+            } => {
+                let body = json!({"error": {
+                    "code": "UNAVAILABLE",
+                    "message": "the event is served by another node that could not be reached; retry",
+                }});
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                // For the forwarding layer, which answers with the owner's response instead.
+                response.extensions_mut().insert(OwnedElsewhere {
+                    event_id,
+                    node_id,
+                    url,
+                });
                 return response;
             }
             ApiError::Internal(e) => {

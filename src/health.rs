@@ -16,26 +16,32 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({"data": {"status": "ok"}}))
 }
 
-/// Ready for traffic: PostgreSQL answers, and Redis too when configured. A missing Redis
-/// degrades caching but not correctness, so it is reported without failing readiness.
+/// Ready for traffic: PostgreSQL answers and this node holds a good cluster lease (a node
+/// without one decides nothing, so a load balancer should send it nothing), and Redis
+/// answers when configured. A missing Redis degrades caching but not correctness, so it is
+/// reported without failing readiness.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, description = "ready; `redis` is ok, degraded or not configured"),
-              (status = 503, description = "PostgreSQL is unreachable")))]
+              (status = 503, description = "PostgreSQL is unreachable, or this node holds no cluster lease")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(2);
     let database = matches!(
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await,
         Ok(Ok(_))
     );
+    let lease = state.engine.incarnation().is_some();
     let redis = state.cache.redis_status().await;
-    let status = if database {
+    let ready = database && lease;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({"data": {
-        "status": if database { "ready" } else { "not ready" },
+        "status": if ready { "ready" } else { "not ready" },
         "database": if database { "ok" } else { "down" },
+        "lease": if lease { "held" } else { "none" },
+        "node": state.engine.node_id(),
         "redis": redis,
     }});
     (status, Json(body))
@@ -47,6 +53,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let idle = state.pool.num_idle() as f64;
     metrics::gauge!("boxoffice_db_pool_connections", "state" => "idle").set(idle);
     metrics::gauge!("boxoffice_db_pool_connections", "state" => "in_use").set(size - idle);
+    metrics::gauge!("boxoffice_cluster_lease_held").set(if state.engine.incarnation().is_some() {
+        1.0
+    } else {
+        0.0
+    });
     let body = crate::telemetry::metrics_handle().render();
     ([("content-type", "text/plain; version=0.0.4")], body)
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bookings;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod db;

@@ -118,6 +118,10 @@ fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
     let Err(e) = result else {
         return "granted";
     };
+    // Decided by the node that owns the event, which counts it: counted here only as sent on.
+    if matches!(e, ApiError::OwnedElsewhere { .. }) {
+        return "forwarded";
+    }
     match e.code() {
         "SOLD_OUT" => "sold_out",
         "SEAT_UNAVAILABLE" => "seat_unavailable",

@@ -46,6 +46,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // Install the recorder before anything records: metrics recorded earlier are lost.
         telemetry::metrics_handle();
+        metrics::gauge!("boxoffice_cluster_node_info", "node" => settings.engine.cluster.node_id.clone())
+            .set(1.0);
         let pool = db::prepare(&settings).await?;
         let engine = Engine::start(pool.clone(), settings.engine.clone()).await?;
         let redis = match &settings.redis_url {
@@ -70,6 +72,7 @@ impl Application {
                 Duration::from_secs(settings.login_cache_seconds),
             ),
             login_throttle: Arc::new(LoginThrottle::new(
+                pool.clone(),
                 Duration::from_secs(settings.login_window_seconds),
                 settings.login_max_failures_per_account,
                 settings.login_max_failures_per_address,
@@ -82,8 +85,15 @@ impl Application {
                 stopping.clone(),
             ),
             stopping,
+            peers: crate::cluster::peer_client()?,
             settings: Arc::new(settings),
         });
+        // Invalidations reach the other nodes' in-process caches through PostgreSQL.
+        state.cache.share_with(
+            state.pool.clone(),
+            state.engine.node_id().to_string(),
+            state.stopping.clone(),
+        );
         Ok(Application {
             router: router(state.clone()),
             listener,
@@ -181,6 +191,13 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        // A request for an event another node owns is answered by that node (forwarded
+        // once). Inside the time limit and the metrics, so a forwarded request is bounded
+        // and counted like any other.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::forward_to_owner,
+        ))
         // Inside the request metrics, so that every answer below is counted by its route —
         // a body too large, a request too slow and a panic included — and every one speaks
         // the API's error body.

@@ -43,6 +43,8 @@ pub struct AppContext {
     pub settings: Arc<Settings>,
     /// The live-inventory stream subscribers: their bound and the watch for slow ones.
     pub streams: Arc<crate::stream::subscribers::Subscribers>,
+    /// Forwards requests to the node that owns their event.
+    pub peers: reqwest::Client,
     /// Cancelled when shutdown begins: streams end so that the drain can finish.
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -217,7 +217,61 @@ fn describe_metrics() {
         "Committed batches handed to the live feeds (several may share one message)"
     );
 
+    describe_counter!(
+        "boxoffice_cluster_claims_total",
+        "Events this node claimed from nobody or from a node whose lease ran out"
+    );
+    describe_counter!(
+        "boxoffice_cluster_forwards_total",
+        "Requests forwarded to the event's owner, by result (answered, refused, unreachable)"
+    );
+    describe_counter!(
+        "boxoffice_cluster_forwards_received_total",
+        "Forwarded requests for events this node does not own (answered 503, never forwarded again)"
+    );
+    describe_counter!(
+        "boxoffice_cluster_fenced_flushes_total",
+        "Flushes refused by the fencing epoch: the event was claimed since this actor loaded it"
+    );
+    describe_counter!(
+        "boxoffice_cluster_lease_failures_total",
+        "Lease renewals that failed, by reason (error, timeout, superseded)"
+    );
+    describe_counter!(
+        "boxoffice_cluster_leases_lost_total",
+        "Leases that ran out before a renewal: the node stopped deciding and joined again"
+    );
+    describe_counter!(
+        "boxoffice_cluster_joins_total",
+        "Joins of the cluster (a new incarnation each)"
+    );
+    describe_histogram!(
+        "boxoffice_cluster_lease_renewal_duration_seconds",
+        Unit::Seconds,
+        "One lease renewal (or join), round trip to PostgreSQL"
+    );
+    describe_gauge!(
+        "boxoffice_cluster_lease_held",
+        "1 while this node holds a good lease, 0 otherwise"
+    );
+    describe_gauge!(
+        "boxoffice_cluster_node_info",
+        "Always 1, labelled with this node's id (NODE_ID): joins a scrape target to its node"
+    );
+
+    for result in ["answered", "refused", "unreachable"] {
+        metrics::counter!("boxoffice_cluster_forwards_total", "result" => result).absolute(0);
+    }
+    for reason in ["error", "timeout", "superseded"] {
+        metrics::counter!("boxoffice_cluster_lease_failures_total", "reason" => reason).absolute(0);
+    }
+    metrics::counter!("boxoffice_cluster_forwards_received_total", "result" => "not_owner")
+        .absolute(0);
     for name in [
+        "boxoffice_cluster_claims_total",
+        "boxoffice_cluster_fenced_flushes_total",
+        "boxoffice_cluster_leases_lost_total",
+        "boxoffice_cluster_joins_total",
         "boxoffice_stream_messages_sent_total",
         "boxoffice_stream_changes_total",
         "boxoffice_stream_subscribers_refused_total",

@@ -74,17 +74,24 @@ async fn big_event(db: &TestDb) -> i64 {
 
 fn recovery(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (db, event) = rt.block_on(async {
+    let (db, event, claimant) = rt.block_on(async {
         let db = TestDb::create().await;
         let event = big_event(&db).await;
-        (db, event)
+        // Loading claims the event, which takes a node with a lease.
+        let membership = boxoffice_engine::cluster::Membership::new(Default::default());
+        let incarnation = membership.join(&db.pool).await.unwrap();
+        let claimant = recovery::Claimant {
+            node_id: membership.node_id().into(),
+            incarnation: incarnation.0,
+        };
+        (db, event, claimant)
     });
     let mut group = c.benchmark_group("recovery");
     group.sample_size(10);
     group.bench_function("load_100k_seats_50k_holds", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let (stored, _) = recovery::load(&db.pool, event).await.unwrap();
+                let (stored, _) = recovery::load(&db.pool, event, &claimant).await.unwrap();
                 let (inventory, pending) = Inventory::restore(stored, 0).unwrap();
                 assert_eq!(inventory.active_holds(), 50_000);
                 assert!(pending.is_empty());
@@ -93,7 +100,9 @@ fn recovery(c: &mut Criterion) {
         })
     });
     group.bench_function("restore_only_100k_seats_50k_holds", |b| {
-        let (stored, _) = rt.block_on(recovery::load(&db.pool, event)).unwrap();
+        let (stored, _) = rt
+            .block_on(recovery::load(&db.pool, event, &claimant))
+            .unwrap();
         b.iter(|| Inventory::restore(stored.clone(), 0).unwrap())
     });
     group.finish();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::cluster::ClusterConfig;
+
 /// Engine limits and timings. Each bounds one queue, batch or wait of the engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -45,6 +47,8 @@ pub struct EngineConfig {
     /// A feed with nothing to send sends a heartbeat this often, so that proxies keep its
     /// streams open.
     pub stream_heartbeat_seconds: u64,
+    /// This node's identity and lease in the cluster (a single node is a cluster of one).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
             stream_interval_ms: 250,
             stream_deliveries_per_second: 10_000,
             stream_heartbeat_seconds: 15,
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::clock::Clock;
+use crate::cluster::Membership;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::feed::{Feeds, Pace};
@@ -33,6 +34,10 @@ pub(crate) struct EngineContext {
     pub booking_ids: Arc<IdAllocator>,
     /// Every loaded event's live feed.
     pub feeds: Arc<Feeds>,
+    /// This node's lease: no event is claimed or decided without it.
+    pub membership: Arc<Membership>,
+    /// The lease's own connection (on the I/O thread), for giving the lease up at shutdown.
+    pub lease_pool: PgPool,
 }
 
 impl EngineContext {
@@ -40,7 +45,18 @@ impl EngineContext {
     /// connection options.
     pub async fn start(pool: &PgPool, config: EngineConfig) -> Result<Self, EngineError> {
         let io = IoRuntime::start();
-        let options = (*pool.connect_options()).clone();
+        let base = (*pool.connect_options()).clone();
+        let lease = config.cluster.lease();
+        // A session left in the middle of a transaction (its node paused or cut off) is
+        // ended by PostgreSQL after one lease, releasing the event row it locked, so that
+        // another node's claim does not wait on a node that may never come back.
+        let options = base
+            .clone()
+            .application_name(&format!("boxoffice {}", config.cluster.node_id))
+            .options([(
+                "idle_in_transaction_session_timeout",
+                lease.as_millis().to_string(),
+            )]);
         let size = config.db_connections;
         let pool = io
             .run(async move {
@@ -53,6 +69,18 @@ impl EngineContext {
             })
             .await
             .map_err(|e| EngineError::Unavailable(format!("engine pool: {e}")))?;
+        // Join the cluster before anything is decided; keep the lease on the I/O thread.
+        let membership = Membership::new(config.cluster.clone());
+        let cluster = config.cluster.clone();
+        let joining = membership.clone();
+        let lease_pool = io
+            .run(async move {
+                let pool = Membership::pool(&base, &cluster);
+                joining.join(&pool).await.map(|_| pool)
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("joining the cluster: {e}")))?;
+        io.spawn(membership.clone().keep(lease_pool.clone()));
         let ids = |sequence| {
             IdAllocator::new(
                 pool.clone(),
@@ -73,6 +101,8 @@ impl EngineContext {
             actors: config
                 .actor_thread
                 .then(|| IoRuntime::start_named("boxoffice-actors")),
+            membership,
+            lease_pool,
             io,
             pool,
             config,

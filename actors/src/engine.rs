@@ -2,21 +2,23 @@
 //! (or starts) an event's actor through the [`Registry`], sends the request with a timeout
 //! and returns the durable answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use dashmap::DashMap;
 use ractor::concurrency::JoinHandle;
 use ractor::rpc::CallResult;
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::cluster::Incarnation;
 use crate::config::EngineConfig;
 use crate::context::EngineContext;
 use crate::error::EngineError;
 use crate::event::{EventMessage, Reply};
 use crate::feed::{Position, Subscription};
 use crate::inventory::{EventRules, InventorySnapshot, SectionSnapshot};
-use crate::supervisor::Registry;
+use crate::supervisor::{EventHandle, Registry};
 use crate::types::{
     BookingId, BookingOutcome, BookingView, ConfirmRequest, DiscountView, EventId, HoldId,
     HoldOutcome, HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate,
@@ -33,7 +35,25 @@ pub struct Engine {
     in_flight: Arc<Semaphore>,
     /// The supervisor actor's task, awaited at shutdown.
     supervisor: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// Events recently found owned by another node, and where: a request for one is sent
+    /// on without asking PostgreSQL again, until the entry ages out or a forward to that
+    /// owner is refused ([`Engine::forget_owner`]).
+    owners: Arc<DashMap<EventId, (Owner, std::time::Instant)>>,
 }
+
+/// Another node that owns an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub node_id: String,
+    /// Where it is reached, when its row says.
+    pub url: Option<String>,
+}
+
+/// How long a known owner is trusted without asking PostgreSQL again. Short: an owner that
+/// died is found out at the latest this long after its lease ran out.
+const OWNER_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Owners remembered at most; past it the cache is cleared (it refills from PostgreSQL).
+const OWNER_CACHE_MAX: usize = 100_000;
 
 /// How many times a request is re-sent when its actor stopped before handling it.
 const MAX_SEND_ATTEMPTS: usize = 3;
@@ -62,12 +82,84 @@ impl Engine {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight_total));
         let ctx = Arc::new(EngineContext::start(&pool, config).await?);
         let (registry, join) = Registry::start(ctx.clone()).await?;
+        tokio::spawn(stop_deciding_when_the_lease_is_lost(
+            ctx.membership.watch(),
+            Arc::downgrade(&registry),
+        ));
         Ok(Engine {
             ctx,
             registry,
             in_flight,
             supervisor: Arc::new(tokio::sync::Mutex::new(Some(join))),
+            owners: Arc::new(DashMap::new()),
         })
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.ctx.membership.node_id()
+    }
+
+    /// The incarnation this node decides under now; `None` while it holds no good lease.
+    pub fn incarnation(&self) -> Option<i64> {
+        self.ctx.membership.incarnation().map(|i| i.0)
+    }
+
+    /// The events whose actors live on this node now.
+    pub fn live_events(&self) -> Vec<EventId> {
+        let mut events: Vec<EventId> = self.registry.all().iter().map(|h| h.event_id).collect();
+        events.sort_unstable();
+        events
+    }
+
+    /// Forgets where an event was last seen owned: a forward there was refused, so the next
+    /// request asks PostgreSQL (and claims the event if its owner is gone).
+    pub fn forget_owner(&self, event_id: EventId) {
+        self.owners.remove(&event_id);
+    }
+
+    fn known_owner(&self, event_id: EventId) -> Option<Owner> {
+        let entry = self.owners.get(&event_id)?;
+        let (owner, seen) = entry.value();
+        (seen.elapsed() < OWNER_CACHE_TTL).then(|| owner.clone())
+    }
+
+    fn remember_owner(&self, event_id: EventId, error: &EngineError) {
+        if let EngineError::NotOwner { node_id, url, .. } = error {
+            if self.owners.len() >= OWNER_CACHE_MAX {
+                self.owners.clear();
+            }
+            let owner = Owner {
+                node_id: node_id.clone(),
+                url: url.clone(),
+            };
+            self.owners
+                .insert(event_id, (owner, std::time::Instant::now()));
+        }
+    }
+
+    /// The event's live actor on this node, or the answer that sends the request elsewhere:
+    /// [`EngineError::NotOwner`] when another node owns it (known, or found while trying to
+    /// claim it), [`EngineError::NotMember`] without a lease.
+    async fn handle_for(&self, event_id: EventId) -> Result<EventHandle, EngineError> {
+        if self.ctx.membership.incarnation().is_none() {
+            return Err(EngineError::NotMember);
+        }
+        if let Some(h) = self.registry.get(event_id).filter(EventHandle::is_running) {
+            return Ok(h);
+        }
+        if let Some(owner) = self.known_owner(event_id) {
+            return Err(EngineError::NotOwner {
+                event_id,
+                node_id: owner.node_id,
+                url: owner.url,
+            });
+        }
+        let found = self.registry.handle_for(event_id).await;
+        if let Err(e) = &found {
+            self.remember_owner(event_id, e);
+        }
+        found
     }
 
     /// Number of live event actors.
@@ -170,12 +262,7 @@ impl Engine {
         if self.registry.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        Ok(self
-            .registry
-            .handle_for(event_id)
-            .await?
-            .snapshot
-            .load_full())
+        Ok(self.handle_for(event_id).await?.snapshot.load_full())
     }
 
     /// Subscribes to an event's live feed (starting its actor if needed): what it missed
@@ -190,7 +277,7 @@ impl Engine {
             if self.registry.is_shutting_down() {
                 return Err(EngineError::ShuttingDown);
             }
-            self.registry.handle_for(event_id).await?;
+            self.handle_for(event_id).await?;
             // The actor may have stopped (idle) between the two lines, and its unwatched
             // feed gone with it: load again.
             if let Some(feed) = self.ctx.feeds.get(event_id) {
@@ -269,7 +356,7 @@ impl Engine {
         F: Fn(Reply<T>) -> EventMessage,
     {
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let handle = self.registry.handle_for(event_id).await?;
+            let handle = self.handle_for(event_id).await?;
             let _event_slot = handle
                 .in_flight
                 .clone()
@@ -293,6 +380,39 @@ impl Engine {
             }
         }
         Err(EngineError::Unavailable("the event is restarting".into()))
+    }
+
+    /// Hands this node's events over (shutdown, after every actor flushed): they are
+    /// marked unowned, so the next request on any node claims them at once instead of
+    /// waiting for this node's lease to run out; then the lease itself is given up.
+    async fn hand_over(&self, deadline: Instant) {
+        let membership = self.ctx.membership.clone();
+        let Some(incarnation) = membership.incarnation() else {
+            return;
+        };
+        let pool = self.ctx.pool.clone();
+        let lease_pool = self.ctx.lease_pool.clone();
+        let handing = self.ctx.io.run(async move {
+            let released = sqlx::query(
+                "UPDATE events SET owner_node = NULL, owner_incarnation = NULL
+                  WHERE owner_node = $1 AND owner_incarnation = $2",
+            )
+            .bind(membership.node_id())
+            .bind(incarnation.0)
+            .execute(&pool)
+            .await;
+            match released {
+                Ok(done) => tracing::info!(
+                    events = done.rows_affected(),
+                    "handed this node's events over"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not hand events over; they are claimed once the lease runs out"),
+            }
+            membership.give_up(&lease_pool).await;
+        });
+        if tokio::time::timeout_at(deadline, handing).await.is_err() {
+            tracing::warn!("shutdown: handing the events over did not finish by the deadline");
+        }
     }
 
     /// Takes a node-wide admission slot, or refuses at once.
@@ -355,10 +475,29 @@ impl Engine {
                 tracing::warn!("shutdown: the supervisor did not stop by the deadline");
             }
         }
+        self.hand_over(deadline).await;
         let pool = self.ctx.pool.clone();
         let closing = self.ctx.io.run(async move { pool.close().await });
         if tokio::time::timeout_at(deadline, closing).await.is_err() {
             tracing::warn!("shutdown: the engine's pool did not close by the deadline");
+        }
+    }
+}
+
+/// Drops every actor when the lease is lost: past its deadline the node must not decide,
+/// and whatever it holds in memory may already be another node's to decide.
+async fn stop_deciding_when_the_lease_is_lost(
+    mut incarnation: tokio::sync::watch::Receiver<Option<Incarnation>>,
+    registry: Weak<Registry>,
+) {
+    while incarnation.changed().await.is_ok() {
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        if incarnation.borrow_and_update().is_none() && !registry.is_shutting_down() {
+            let dropped = registry.len();
+            registry.stop_all("lease lost");
+            tracing::warn!(dropped, "cluster lease lost: event actors dropped");
         }
     }
 }

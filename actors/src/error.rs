@@ -5,7 +5,7 @@
 //! inventory changes. An [`EngineError`] wraps it together with the operational failures
 //! (overload, database trouble) whose outcome the client may retry with its idempotency key.
 
-use crate::types::{BookingStatus, EventStatus, HoldId, HoldStatus, SeatId};
+use crate::types::{BookingStatus, EventId, EventStatus, HoldId, HoldStatus, SeatId};
 
 fn seats_unavailable(seat_ids: &[SeatId]) -> String {
     if seat_ids.is_empty() {
@@ -126,6 +126,18 @@ pub enum EngineError {
     /// with the same idempotency key.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Another live node owns the event: the request belongs there (`url`, when known).
+    /// Nothing changed here.
+    #[error("event {event_id} is owned by node {node_id}")]
+    NotOwner {
+        event_id: EventId,
+        node_id: String,
+        url: Option<String>,
+    },
+    /// This node holds no cluster lease now (lost it, or not yet joined): it decides
+    /// nothing until it has one again. Nothing changed.
+    #[error("this node is not a live member of the cluster; retry")]
+    NotMember,
 }
 
 impl EngineError {
@@ -133,7 +145,11 @@ impl EngineError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            EngineError::Overloaded | EngineError::ShuttingDown | EngineError::Unavailable(_)
+            EngineError::Overloaded
+                | EngineError::ShuttingDown
+                | EngineError::Unavailable(_)
+                | EngineError::NotOwner { .. }
+                | EngineError::NotMember
         )
     }
 }

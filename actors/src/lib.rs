@@ -9,16 +9,19 @@
 //! - [`supervisor`]: the registry of live actors: one per event, spawned on demand, rebuilt
 //!   after a failure;
 //! - [`feed`]: each event's live feed of committed changes, for buyers' seat maps;
+//! - [`cluster`]: this node's lease in PostgreSQL, without which it claims and decides
+//!   nothing;
 //! - [`engine`]: the handle the server crate holds, with admission control.
 //!
 //! Dependencies point one way: `engine` → `supervisor` → `recovery`, `event` →
-//! `write_behind`, `inventory` → `types`; everything may use `context`, `config`, `limits`,
-//! `clock`, `ids` and `error`, which use none of the above.
+//! `write_behind`, `inventory` → `types`; everything may use `context`, `config`, `cluster`,
+//! `limits`, `clock`, `ids` and `error`, which use none of the above.
 //!
 //! The engine knows nothing of HTTP; the server crate calls it through [`Engine`].
 
 pub mod audit;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub(crate) mod context;
 pub mod engine;

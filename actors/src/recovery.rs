@@ -1,8 +1,11 @@
 //! Loading an event's inventory from PostgreSQL, and rebuilding it for a new actor.
 //!
-//! Loading also takes ownership: it bumps the event's fencing epoch in the same transaction,
-//! so any older actor's flush that commits afterwards is refused, and the row lock it takes
-//! makes the load wait for a flush still in flight — it never misses a committed decision.
+//! Loading also *claims* the event for this node: under the event row's lock it checks that
+//! no other live node owns it, records this node (and incarnation) as the owner and bumps the
+//! fencing epoch, all in the transaction that reads the event. Any older actor's flush that
+//! commits afterwards — on this node or a former owner — is refused by the epoch, and the
+//! row lock makes the claim wait for a flush still in flight, so the load never misses a
+//! committed decision.
 
 use std::collections::BTreeMap;
 
@@ -20,11 +23,27 @@ use crate::types::{
     HoldView, SectionKind,
 };
 
+/// The node (and incarnation) an event is claimed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimant {
+    pub node_id: String,
+    pub incarnation: i64,
+}
+
 /// Why an event could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("no such event")]
     NotFound,
+    /// A live node owns the event: requests go there.
+    #[error("event owned by node {node_id}")]
+    OwnedElsewhere {
+        node_id: String,
+        url: Option<String>,
+    },
+    /// This node's lease is not good in PostgreSQL's eyes: it may claim nothing.
+    #[error("this node holds no cluster lease")]
+    NotMember,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -53,13 +72,27 @@ pub(crate) async fn load_inventory(
     event_id: EventId,
 ) -> Result<LoadedEvent, EngineError> {
     let started = std::time::Instant::now();
+    let Some(incarnation) = ctx.membership.incarnation() else {
+        return Err(EngineError::NotMember);
+    };
+    let claimant = Claimant {
+        node_id: ctx.membership.node_id().to_string(),
+        incarnation: incarnation.0,
+    };
     let pool = ctx.pool.clone();
+    let wait = ctx.membership.config().lease() * 2;
     let (stored, epoch) = ctx
         .io
-        .run(async move { load(&pool, event_id).await })
+        .run(async move { load_within(&pool, event_id, &claimant, wait).await })
         .await
         .map_err(|e| match e {
             LoadError::NotFound => EngineError::EventNotFound,
+            LoadError::OwnedElsewhere { node_id, url } => EngineError::NotOwner {
+                event_id,
+                node_id,
+                url,
+            },
+            LoadError::NotMember => EngineError::NotMember,
             other => {
                 tracing::error!(event_id, error = %other, "could not load an event");
                 EngineError::Unavailable("the event could not be loaded".into())
@@ -80,11 +113,34 @@ pub(crate) async fn load_inventory(
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
-/// Loads everything stored about an event and takes ownership of it, in one transaction.
+/// Loads everything stored about an event and claims it for `claimant`, in one transaction.
 /// Returns the stored state and the new fencing epoch.
-pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), LoadError> {
+pub async fn load(
+    pool: &PgPool,
+    event_id: EventId,
+    claimant: &Claimant,
+) -> Result<(Restored, i64), LoadError> {
+    load_within(pool, event_id, claimant, std::time::Duration::from_secs(10)).await
+}
+
+/// [`load`], waiting at most `lock_wait` for the event row. A former owner paused in the
+/// middle of a flush holds it until PostgreSQL ends its session
+/// (`idle_in_transaction_session_timeout`, set to the lease on engine connections); a claim
+/// that waits longer than that gives up and is retried.
+pub async fn load_within(
+    pool: &PgPool,
+    event_id: EventId,
+    claimant: &Claimant,
+    lock_wait: std::time::Duration,
+) -> Result<(Restored, i64), LoadError> {
     let mut tx = pool.begin().await?;
-    let (rules, epoch, stored_available) = take_ownership(&mut tx, event_id).await?;
+    sqlx::query(&format!(
+        "SET LOCAL lock_timeout = {}",
+        lock_wait.as_millis().max(1)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let (rules, epoch, stored_available) = claim(&mut tx, event_id, claimant).await?;
     let sections = load_sections(&mut tx, event_id).await?;
     let holds = load_holds(&mut tx, event_id).await?;
     let bookings = load_bookings(&mut tx, event_id).await?;
@@ -102,21 +158,62 @@ pub async fn load(pool: &PgPool, event_id: EventId) -> Result<(Restored, i64), L
     Ok((restored, epoch))
 }
 
-/// Bumps the event's fencing epoch (locking its row until COMMIT) and reads its rules.
+/// Claims the event for `claimant` (locking its row until COMMIT) and reads its rules.
 /// Returns the rules, the new epoch and the stored `available_seats`.
-async fn take_ownership(
+///
+/// The event is free to claim when nobody owns it, when `claimant` does already (its actor
+/// stopped, or is being rebuilt), or when its owner's lease has run out by PostgreSQL's clock
+/// (`clock_timestamp()`, not the transaction's start) or its owner is draining. The claimant
+/// must hold a good lease itself, checked in the same statement that takes the event.
+async fn claim(
     tx: &mut Tx<'_>,
     event_id: EventId,
+    claimant: &Claimant,
 ) -> Result<(EventRules, i64, u32), LoadError> {
-    let event = sqlx::query(
-        "UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1
-         RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
-                   available_seats, owner_epoch",
+    let owner = sqlx::query(
+        "SELECT e.owner_node, e.owner_incarnation, n.url AS owner_url,
+                COALESCE(n.lease_until > clock_timestamp() AND NOT n.draining, false) AS owner_live
+           FROM events e
+           LEFT JOIN cluster_nodes n
+                  ON n.node_id = e.owner_node AND n.incarnation = e.owner_incarnation
+          WHERE e.id = $1
+            FOR UPDATE OF e",
     )
     .bind(event_id)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(LoadError::NotFound)?;
+    let owner_node: Option<String> = owner.get("owner_node");
+    let owner_incarnation: Option<i64> = owner.get("owner_incarnation");
+    let mine = owner_node.as_deref() == Some(claimant.node_id.as_str())
+        && owner_incarnation == Some(claimant.incarnation);
+    if let Some(node_id) = owner_node {
+        if !mine && owner.get::<bool, _>("owner_live") {
+            return Err(LoadError::OwnedElsewhere {
+                node_id,
+                url: owner.get("owner_url"),
+            });
+        }
+    }
+    let event = sqlx::query(
+        "UPDATE events
+            SET owner_epoch = owner_epoch + 1, owner_node = $2, owner_incarnation = $3
+          WHERE id = $1
+            AND EXISTS (SELECT 1 FROM cluster_nodes
+                         WHERE node_id = $2 AND incarnation = $3
+                           AND lease_until > clock_timestamp() AND NOT draining)
+         RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
+                   available_seats, owner_epoch",
+    )
+    .bind(event_id)
+    .bind(&claimant.node_id)
+    .bind(claimant.incarnation)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(LoadError::NotMember)?;
+    if !mine {
+        metrics::counter!("boxoffice_cluster_claims_total").increment(1);
+    }
     let rules = EventRules {
         status: parse(event.get("status"), EventStatus::parse)?,
         sale_start_ms: from_timestamp(event.get("sale_start_time")),

@@ -46,6 +46,8 @@ const REBUILD_BACKOFF_MAX_MS: u64 = 5_000;
 /// A live event actor as the registry knows it.
 #[derive(Clone)]
 pub(crate) struct EventHandle {
+    /// The event it decides for.
+    pub event_id: EventId,
     /// The actor.
     pub actor: ActorRef<EventMessage>,
     /// Its latest published snapshot, read without a mailbox round trip.
@@ -55,7 +57,7 @@ pub(crate) struct EventHandle {
 }
 
 impl EventHandle {
-    fn is_running(&self) -> bool {
+    pub fn is_running(&self) -> bool {
         matches!(
             self.actor.get_status(),
             ActorStatus::Running | ActorStatus::Starting | ActorStatus::Upgrading
@@ -133,6 +135,16 @@ impl Registry {
     /// Every live actor.
     pub fn all(&self) -> Vec<EventHandle> {
         self.live.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Stops every live actor at once, without flushing what is still open (a flush already
+    /// under way finishes, and its replies go out). For a node that lost its lease: what it
+    /// decided and did not write is lost with the actor, its callers are told to retry, and
+    /// the events go to whichever node claims them next.
+    pub fn stop_all(&self, reason: &str) {
+        for handle in self.all() {
+            handle.actor.stop(Some(reason.into()));
+        }
     }
 
     /// Stops the supervisor actor (and with it any actor still alive).
@@ -259,6 +271,7 @@ impl Actor for EventSupervisor {
         match Actor::spawn_linked(None, EventActor, *args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 let handle = EventHandle {
+                    event_id,
                     actor: actor.clone(),
                     snapshot,
                     in_flight: Arc::new(Semaphore::new(in_flight)),
@@ -332,7 +345,11 @@ async fn rebuild(registry: Arc<Registry>, event_id: EventId) {
         }
         match registry.handle_for(event_id).await {
             Ok(_) => return,
-            Err(EngineError::EventNotFound) => return,
+            // Gone, owned by another node now, or this node no longer a member: nothing to
+            // rebuild here.
+            Err(
+                EngineError::EventNotFound | EngineError::NotOwner { .. } | EngineError::NotMember,
+            ) => return,
             Err(e) => tracing::warn!(event_id, attempt, error = %e, "rebuild failed; retrying"),
         }
     }

@@ -176,7 +176,11 @@ pub async fn login(
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let address = Some(peer.ip());
-    if let Some(wait) = state.login_throttle.locked_for(&body.email, address) {
+    if let Some(wait) = state
+        .login_throttle
+        .locked_for(&body.email, address)
+        .await?
+    {
         return Err(ApiError::TooManyRequests {
             retry_after_seconds: wait,
         });
@@ -203,11 +207,11 @@ pub async fn login(
     let ok = state.passwords.verify(body.password, hash).await?;
     match (ok, user) {
         (true, Some(user)) => {
-            state.login_throttle.succeeded(&body.email);
+            state.login_throttle.succeeded(&body.email).await?;
             Ok(Data::json(token_view(&state, user)?))
         }
         _ => {
-            state.login_throttle.failed(&body.email, address);
+            state.login_throttle.failed(&body.email, address).await?;
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "INVALID_CREDENTIALS",

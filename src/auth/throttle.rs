@@ -1,104 +1,191 @@
 //! Throttling of failed logins, per account and per client address, so that password
-//! guessing is slowed to a crawl. Counters live in a fixed window per key; the table is
-//! bounded and forgets old windows.
+//! guessing is slowed to a crawl. Counters live in PostgreSQL (`login_failures`), one row per
+//! key and fixed window, so that every node of a cluster counts the same failures: a guesser
+//! cannot multiply the allowance by spreading attempts over the nodes. Only logins touch the
+//! table (they hash a password anyway, so a round trip is nothing next to argon2), and
+//! expired windows are swept now and then.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use dashmap::DashMap;
+use sqlx::PgPool;
 
-/// Failed-login counters.
+/// Failed logins between two sweeps of expired windows.
+const SWEEP_EVERY_FAILURES: u64 = 256;
+
+/// Failed-login counters, shared through PostgreSQL.
 pub struct LoginThrottle {
-    /// (key) → (window start, failures in it).
-    failures: DashMap<String, (Instant, u32)>,
+    pool: PgPool,
     /// Length of a window.
     window: Duration,
     /// Failures allowed per account per window.
     per_account: u32,
     /// Failures allowed per address per window.
     per_address: u32,
-    /// Most keys kept; past it, expired windows are swept.
-    max_keys: usize,
+    /// Failures counted by this node, to sweep every so often.
+    counted: AtomicU64,
 }
 
 impl LoginThrottle {
-    pub fn new(window: Duration, per_account: u32, per_address: u32) -> Self {
+    pub fn new(pool: PgPool, window: Duration, per_account: u32, per_address: u32) -> Self {
         LoginThrottle {
-            failures: DashMap::new(),
+            pool,
             window,
             per_account,
             per_address,
-            max_keys: 100_000,
+            counted: AtomicU64::new(0),
         }
     }
 
-    fn keys(email: &str, address: Option<IpAddr>) -> [Option<String>; 2] {
-        [
-            Some(format!("account:{}", email.trim().to_lowercase())),
-            address.map(|a| format!("address:{a}")),
-        ]
+    /// An account's key: a digest of the address as typed (trimmed, lower case), so that
+    /// the table holds no email addresses, and any text — a NUL included — makes a key.
+    fn account_key(email: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(email.trim().to_lowercase().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("account:{hex}")
+    }
+
+    /// The keys of an attempt, with the failures each allows per window.
+    fn keys(&self, email: &str, address: Option<IpAddr>) -> Vec<(String, u32)> {
+        let mut keys = vec![(Self::account_key(email), self.per_account)];
+        if let Some(address) = address {
+            keys.push((format!("address:{address}"), self.per_address));
+        }
+        keys
+    }
+
+    fn window_seconds(&self) -> f64 {
+        self.window.as_secs_f64()
     }
 
     /// Seconds to wait if this account or address is locked out now.
-    pub fn locked_for(&self, email: &str, address: Option<IpAddr>) -> Option<u64> {
-        let now = Instant::now();
-        let [account, addr] = Self::keys(email, address);
-        let check = |key: Option<String>, limit: u32| {
-            let key = key?;
-            let entry = self.failures.get(&key)?;
-            let (start, count) = *entry;
-            let left = self.window.checked_sub(now.duration_since(start))?;
-            (count >= limit).then(|| left.as_secs().max(1))
-        };
-        check(account, self.per_account).or_else(|| check(addr, self.per_address))
+    pub async fn locked_for(
+        &self,
+        email: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let keys = self.keys(email, address);
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let rows: Vec<(String, i32, f64)> = sqlx::query_as(
+            "SELECT key, failures,
+                    EXTRACT(EPOCH FROM (window_start + make_interval(secs => $2) - clock_timestamp()))::float8
+               FROM login_failures WHERE key = ANY($1)",
+        )
+        .bind(&names)
+        .bind(self.window_seconds())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, failures, left)| {
+                let limit = keys.iter().find(|(k, _)| *k == key)?.1;
+                (left > 0.0 && failures as u32 >= limit).then(|| (left.ceil() as u64).max(1))
+            })
+            .max())
     }
 
-    /// Counts a failed login.
-    pub fn failed(&self, email: &str, address: Option<IpAddr>) {
-        let now = Instant::now();
-        if self.failures.len() >= self.max_keys {
-            self.failures
-                .retain(|_, (start, _)| now.duration_since(*start) < self.window);
+    /// Counts a failed login against the account and the address, starting a new window
+    /// for a key whose window has ended.
+    pub async fn failed(&self, email: &str, address: Option<IpAddr>) -> Result<(), sqlx::Error> {
+        let keys = self.keys(email, address);
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO login_failures (key, window_start, failures)
+             SELECT k, clock_timestamp(), 1 FROM UNNEST($1::text[]) AS k
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE
+                     WHEN login_failures.window_start + make_interval(secs => $2) <= clock_timestamp()
+                     THEN 1 ELSE login_failures.failures + 1 END,
+                 window_start = CASE
+                     WHEN login_failures.window_start + make_interval(secs => $2) <= clock_timestamp()
+                     THEN clock_timestamp() ELSE login_failures.window_start END",
+        )
+        .bind(&names)
+        .bind(self.window_seconds())
+        .execute(&self.pool)
+        .await?;
+        if self
+            .counted
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY_FAILURES)
+        {
+            sqlx::query(
+                "DELETE FROM login_failures
+                  WHERE window_start + make_interval(secs => $1) < clock_timestamp()",
+            )
+            .bind(self.window_seconds())
+            .execute(&self.pool)
+            .await?;
         }
-        for key in Self::keys(email, address).into_iter().flatten() {
-            let mut entry = self.failures.entry(key).or_insert((now, 0));
-            if now.duration_since(entry.0) >= self.window {
-                *entry = (now, 0);
-            }
-            entry.1 += 1;
-        }
+        Ok(())
     }
 
     /// Clears an account's failures after a successful login.
-    pub fn succeeded(&self, email: &str) {
-        self.failures
-            .remove(&format!("account:{}", email.trim().to_lowercase()));
+    pub async fn succeeded(&self, email: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(Self::account_key(email))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boxoffice_engine::testdb::TestDb;
 
-    #[test]
-    fn an_account_locks_after_its_allowance_and_unlocks_on_success() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 3, 100);
+    #[tokio::test]
+    async fn an_account_locks_after_its_allowance_and_unlocks_on_success() {
+        let db = TestDb::create().await;
+        let t = LoginThrottle::new(db.pool.clone(), Duration::from_secs(60), 3, 100);
         for _ in 0..3 {
-            assert!(t.locked_for("A@x.io", None).is_none());
-            t.failed("a@x.io", None);
+            assert!(t.locked_for("A@x.io", None).await.unwrap().is_none());
+            t.failed("a@x.io", None).await.unwrap();
         }
-        assert!(t.locked_for("a@X.io", None).is_some());
-        t.succeeded("a@x.io");
-        assert!(t.locked_for("a@x.io", None).is_none());
+        let wait = t.locked_for("a@X.io", None).await.unwrap();
+        assert!(wait.is_some_and(|w| (1..=60).contains(&w)), "{wait:?}");
+        t.succeeded("a@x.io").await.unwrap();
+        assert!(t.locked_for("a@x.io", None).await.unwrap().is_none());
     }
 
-    #[test]
-    fn an_address_locks_across_accounts() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 100, 2);
+    #[tokio::test]
+    async fn an_address_locks_across_accounts_and_nodes() {
+        let db = TestDb::create().await;
+        // Two nodes: two throttles on one database.
+        let one = LoginThrottle::new(db.pool.clone(), Duration::from_secs(60), 100, 2);
+        let other = LoginThrottle::new(db.pool.clone(), Duration::from_secs(60), 100, 2);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        t.failed("a@x.io", Some(ip));
-        t.failed("b@x.io", Some(ip));
-        assert!(t.locked_for("c@x.io", Some(ip)).is_some());
-        assert!(t.locked_for("c@x.io", None).is_none());
+        one.failed("a@x.io", Some(ip)).await.unwrap();
+        other.failed("b@x.io", Some(ip)).await.unwrap();
+        assert!(one.locked_for("c@x.io", Some(ip)).await.unwrap().is_some());
+        assert!(other
+            .locked_for("c@x.io", Some(ip))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(one.locked_for("c@x.io", None).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_window_that_ended_starts_over() {
+        let db = TestDb::create().await;
+        let t = LoginThrottle::new(db.pool.clone(), Duration::from_secs(60), 1, 100);
+        t.failed("a@x.io", None).await.unwrap();
+        assert!(t.locked_for("a@x.io", None).await.unwrap().is_some());
+        // The window began long ago: it is over, and the next failure starts a new one.
+        sqlx::query("UPDATE login_failures SET window_start = now() - interval '1 hour'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(t.locked_for("a@x.io", None).await.unwrap().is_none());
+        t.failed("a@x.io", None).await.unwrap();
+        let failures: i32 = sqlx::query_scalar("SELECT failures FROM login_failures")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(failures, 1);
     }
 }

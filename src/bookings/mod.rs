@@ -61,6 +61,10 @@ fn outcome_label(result: &Result<Response, ApiError>) -> &'static str {
     let Err(e) = result else {
         return "confirmed";
     };
+    // Decided by the node that owns the event, which counts it: counted here only as sent on.
+    if matches!(e, ApiError::OwnedElsewhere { .. }) {
+        return "forwarded";
+    }
     match e.code() {
         "DISCOUNT_EXHAUSTED" | "DISCOUNT_NOT_VALID" | "DISCOUNT_NOT_FOUND" => "discount_refused",
         "RESERVATION_NOT_FOUND" | "RESERVATION_NOT_ACTIVE" => "hold_gone",

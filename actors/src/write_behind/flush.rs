@@ -40,6 +40,9 @@ pub async fn write(
                 .bind(event_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        // Another node (or a newer actor here) claimed the event since this actor loaded it:
+        // the storage refuses the former owner's write, whatever it believed.
+        metrics::counter!("boxoffice_cluster_fenced_flushes_total").increment(1);
         return Err(FlushError::Fenced {
             mine: epoch,
             stored,

@@ -245,10 +245,14 @@ async fn a_superseded_owner_can_never_write_again() {
     f.general("Floor", 10).await;
     // Two loads: the second takes ownership from the first (as a restarted or moved actor
     // would). The first's epoch is now stale, and its flushes are refused by the database.
-    let (_, first) = boxoffice_engine::recovery::load(f.pool(), f.event_id)
+    let claimant = boxoffice_engine::recovery::Claimant {
+        node_id: f.engine.node_id().into(),
+        incarnation: f.engine.incarnation().expect("the engine holds a lease"),
+    };
+    let (_, first) = boxoffice_engine::recovery::load(f.pool(), f.event_id, &claimant)
         .await
         .unwrap();
-    let (_, second) = boxoffice_engine::recovery::load(f.pool(), f.event_id)
+    let (_, second) = boxoffice_engine::recovery::load(f.pool(), f.event_id, &claimant)
         .await
         .unwrap();
     assert!(second > first);
