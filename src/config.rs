@@ -227,6 +227,7 @@ impl Settings {
                     defaults.max_in_flight_per_event,
                 )?,
                 max_batch_changes: parsed("ENGINE_MAX_BATCH_CHANGES", defaults.max_batch_changes)?,
+                db_connections: parsed("ENGINE_DB_CONNECTIONS", defaults.db_connections)?,
                 flush_timeout_ms: parsed("ENGINE_FLUSH_TIMEOUT_MS", defaults.flush_timeout_ms)?,
                 call_timeout_ms: parsed("ENGINE_CALL_TIMEOUT_MS", defaults.call_timeout_ms)?,
                 idle_timeout_seconds: parsed(

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use crate::error::Data;
 use crate::state::AppState;
 
 /// The process is up and serving HTTP.
@@ -45,6 +46,34 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         "redis": redis,
     }});
     (status, Json(body))
+}
+
+/// This node's place in the cluster: its id, the incarnation it decides under (absent
+/// while it holds no lease) and the events whose actors live on it now. For operators and
+/// tests; `boxoffice cluster status` gives the whole cluster as PostgreSQL records it.
+#[utoipa::path(get, path = "/health/cluster", tag = "health",
+    responses((status = 200, body = inline(Data<NodeView>), description = "this node's view")))]
+pub async fn cluster(State(state): State<AppState>) -> Json<Data<NodeView>> {
+    Data::json(NodeView {
+        node_id: state.engine.node_id().to_string(),
+        incarnation: state.engine.incarnation(),
+        live_events: state.engine.live_events(),
+    })
+}
+
+/// One node's view of itself.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    /// `NODE_ID`.
+    #[schema(example = "web-1:3000")]
+    pub node_id: String,
+    /// The incarnation it decides under; absent while it holds no lease.
+    #[schema(example = 7)]
+    pub incarnation: Option<i64>,
+    /// Events whose actors live on this node now, ascending.
+    #[schema(example = json!([1, 42]))]
+    pub live_events: Vec<i64>,
 }
 
 /// The Prometheus scrape. Pool gauges are sampled at scrape time.

@@ -15,7 +15,7 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, s
     info(title = "boxoffice", description = "A reservation engine for ticket on-sales. Success bodies are \
         `{\"data\": ...}`; errors are `{\"error\": {\"code\", \"message\"}}` with stable codes."),
     paths(
-        health::live, health::ready,
+        health::live, health::ready, health::cluster,
         auth::register, auth::login, auth::me,
         venues::create, venues::list,
         events::create, events::list, events::details, events::update,

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/health/cluster", get(health::cluster))
         .route("/metrics", get(health::metrics))
         .merge(auth::routes())
         .merge(venues::routes())

@@ -191,15 +191,17 @@ impl Membership {
         }));
     }
 
-    /// Renews the lease of `incarnation`. `Ok(false)`: the row has another incarnation now
-    /// (this node id joined elsewhere) — the lease is gone.
+    /// Renews the lease of `incarnation`. `Ok(false)`: the lease is gone — it ran out by
+    /// PostgreSQL's clock (a lease is never revived: whatever it covered may be claimed
+    /// already), or the row has another incarnation (this node id joined elsewhere).
     async fn renew(&self, pool: &PgPool, incarnation: Incarnation) -> Result<bool, sqlx::Error> {
         let sent = Instant::now();
         let renewed = sqlx::query(
             "UPDATE cluster_nodes
                 SET lease_until = clock_timestamp() + make_interval(secs => $3::float8 / 1000),
                     renewed_at = clock_timestamp()
-              WHERE node_id = $1 AND incarnation = $2 AND NOT draining",
+              WHERE node_id = $1 AND incarnation = $2 AND NOT draining
+                AND lease_until > clock_timestamp()",
         )
         .bind(&self.config.node_id)
         .bind(incarnation.0)
@@ -227,6 +229,17 @@ impl Membership {
                 return;
             }
             let held = self.lease.load().as_ref().map(|l| l.incarnation);
+            if held.is_some() && self.incarnation().is_none() {
+                // The deadline passed without a renewal (the database was unreachable, or
+                // this process was paused): stop deciding, then join again below.
+                tracing::error!(
+                    node_id = %self.config.node_id,
+                    "the cluster lease ran out before it could be renewed: this node stops deciding and joins again"
+                );
+                metrics::counter!("boxoffice_cluster_leases_lost_total").increment(1);
+                self.set(None);
+            }
+            let held = self.incarnation();
             let started = Instant::now();
             let attempt = match held {
                 Some(incarnation) => tokio::time::timeout(every, self.renew(&pool, incarnation))
@@ -245,10 +258,9 @@ impl Membership {
                         .increment(1);
                     tracing::error!(
                         node_id = %self.config.node_id,
-                        "this node's lease was taken by a newer incarnation (is another process running with the same NODE_ID?); joining again"
+                        "this node's lease is gone (it ran out, or another process joined with the same NODE_ID); joining again"
                     );
                     self.set(None);
-                    continue;
                 }
                 Ok(Err(e)) => {
                     metrics::counter!("boxoffice_cluster_lease_failures_total", "reason" => "error")
@@ -260,14 +272,6 @@ impl Membership {
                         .increment(1);
                     tracing::warn!("renewing the cluster lease timed out");
                 }
-            }
-            if held.is_some() && self.incarnation().is_none() {
-                tracing::error!(
-                    node_id = %self.config.node_id,
-                    "the cluster lease ran out before it could be renewed: this node stops deciding and will join again"
-                );
-                metrics::counter!("boxoffice_cluster_leases_lost_total").increment(1);
-                self.set(None);
             }
         }
     }

@@ -3,7 +3,6 @@
 //! it knows nothing of actors, so every module can depend on it and it on none of them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -58,12 +57,14 @@ impl EngineContext {
                 lease.as_millis().to_string(),
             )]);
         let size = config.db_connections;
+        let flush_timeout = config.flush_timeout();
         let pool = io
             .run(async move {
                 PgPoolOptions::new()
                     .max_connections(size)
                     .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(5))
+                    // A flush's connection counts against the flush's own time limit.
+                    .acquire_timeout(flush_timeout)
                     .connect_with(options)
                     .await
             })

@@ -485,19 +485,24 @@ impl Engine {
 }
 
 /// Drops every actor when the lease is lost: past its deadline the node must not decide,
-/// and whatever it holds in memory may already be another node's to decide.
+/// and whatever it holds in memory may already be another node's to decide. Any change
+/// away from the incarnation the actors were loaded under counts — the watch may show the
+/// new incarnation without ever showing the loss in between.
 async fn stop_deciding_when_the_lease_is_lost(
     mut incarnation: tokio::sync::watch::Receiver<Option<Incarnation>>,
     registry: Weak<Registry>,
 ) {
+    let mut decided_under = *incarnation.borrow_and_update();
     while incarnation.changed().await.is_ok() {
+        let now = *incarnation.borrow_and_update();
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        if incarnation.borrow_and_update().is_none() && !registry.is_shutting_down() {
+        if decided_under.is_some() && now != decided_under && !registry.is_shutting_down() {
             let dropped = registry.len();
             registry.stop_all("lease lost");
             tracing::warn!(dropped, "cluster lease lost: event actors dropped");
         }
+        decided_under = now;
     }
 }

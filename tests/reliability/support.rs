@@ -91,6 +91,12 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Its process id.
+    #[allow(dead_code)] // used by the cluster tests, which share this file
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// SIGKILL: a crash, with no chance to flush.
     pub async fn kill(&mut self) {
         self.child.start_kill().unwrap();

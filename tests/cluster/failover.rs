@@ -1,0 +1,307 @@
+//! A node that dies or is paused: its events go to another node within seconds, and nothing
+//! acknowledged is lost — what the old owner still tries to write is refused by the fence.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boxoffice::auth::jwt::Role;
+
+use crate::process::attempt;
+use crate::support::{eventually, signal, Cluster, Seen};
+
+/// A buyer's hold with its key, retried with the same key while the answer is unknown
+/// (503, a broken connection) — as a client that follows the API's advice does. Returns
+/// the last outcome and when it came.
+async fn hold_until_known(
+    cluster: &Cluster,
+    token: &str,
+    event: i64,
+    section: i64,
+    key: &str,
+) -> (Seen, Instant) {
+    for _ in 0..300 {
+        let seen = attempt(cluster.hold(&cluster.front(""), token, event, section, key)).await;
+        if !matches!(seen, Seen::Unknown) {
+            return (seen, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Seen::Unknown, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_nothing() {
+    let cluster = Cluster::start(3, &[]).await.with_haproxy().await;
+    let organizer = cluster.user(Role::Organizer).await;
+    let buyers = cluster.buyers(32).await;
+    let (event, section) = cluster
+        .event_on_sale(&cluster.front(""), &organizer, 1_000_000)
+        .await;
+    let owner = cluster.owner(event).await.expect("claimed");
+    let victim = cluster.index_of(&owner);
+
+    // 32 buyers hold through HAProxy, one ticket at a time, each with a key of its own.
+    let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cluster = Arc::new(tokio::sync::RwLock::new(cluster));
+    let mut tasks = Vec::new();
+    for (b, token) in buyers.iter().enumerate() {
+        let (cluster, acked, stop, token) =
+            (cluster.clone(), acked.clone(), stop.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let key = format!("k-{b}-{n}");
+                n += 1;
+                let c = cluster.read().await;
+                let (seen, at) = hold_until_known(&c, &token, event, section, &key).await;
+                match seen {
+                    Seen::Ok(_) => acked.lock().unwrap().push((key, at)),
+                    other => panic!("a hold of plenty ended {other:?}"),
+                }
+            }
+        }));
+    }
+    let count = || acked.lock().unwrap().len();
+    eventually(Duration::from_secs(60), "the burst got going", || async {
+        count() >= 200
+    })
+    .await;
+
+    // kill -9 the owner in the middle of the burst.
+    let killed_at = {
+        let mut c = cluster.write().await;
+        let server = c.nodes[victim].server.as_mut().unwrap();
+        let killed_at = Instant::now();
+        server.kill().await;
+        c.nodes[victim].server = None;
+        killed_at
+    };
+    let before = count();
+    eventually(
+        Duration::from_secs(60),
+        "holds were acknowledged after the kill",
+        || async {
+            acked.lock().unwrap().iter().any(|(_, at)| *at > killed_at) && count() >= before + 200
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let recovered = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, at)| *at > killed_at)
+        .map(|(_, at)| at.duration_since(killed_at))
+        .min()
+        .unwrap();
+    eprintln!("failover: first 201 through HAProxy {recovered:?} after kill -9 of {owner}");
+    // The target is 5 s (README, measured over ten kills); this bound is twice that, so a
+    // busy CI machine cannot fail it while a broken failover still does.
+    assert!(
+        recovered < Duration::from_secs(10),
+        "the event answered again {recovered:?} after the kill"
+    );
+
+    // Another node owns it now, and every acknowledged hold is in PostgreSQL, once.
+    let c = cluster.read().await;
+    let new_owner = c.owner(event).await.expect("claimed again");
+    assert_ne!(new_owner, owner);
+    let keys: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let stored = c.stored_keys(event, &keys).await;
+    assert_eq!(
+        stored.len(),
+        keys.len(),
+        "every acknowledged hold is stored"
+    );
+    let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "no key made two holds");
+    c.assert_invariants(event).await;
+}
+
+/// Whether a backend of `application` is open in PostgreSQL, optionally only in `state`.
+async fn backends(cluster: &Cluster, application: &str, wait_event_type: Option<&str>) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE application_name = $1 AND ($2::text IS NULL OR wait_event_type = $2)",
+    )
+    .bind(application)
+    .bind(wait_event_type)
+    .fetch_one(&cluster.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_off_when_it_wakes_after_another_node_claimed() {
+    // Node 0 gets one engine connection, and time enough to wait for it: so that a batch can
+    // be decided and waiting for its flush when the node is paused (see below).
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("ENGINE_DB_CONNECTIONS", "1"),
+            ("ENGINE_FLUSH_TIMEOUT_MS", "120000"),
+            ("ENGINE_CALL_TIMEOUT_MS", "120000"),
+            ("REQUEST_TIMEOUT_MS", "120000"),
+        ],
+    )
+    .await;
+    let organizer = cluster.user(Role::Organizer).await;
+    let buyers = cluster.buyers(4).await;
+    let a = cluster.nodes[0].url("");
+    let (e1, s1) = cluster.event_on_sale(&a, &organizer, 100).await;
+    let (e2, s2) = cluster.event_on_sale(&a, &organizer, 100).await;
+    assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-0"));
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let hold = |base: String, token: String, event: i64, section: i64, key: String| {
+        let patient = patient.clone();
+        tokio::spawn(async move {
+            patient
+                .post(format!("{base}/events/{event}/reservations"))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&serde_json::json!({"type": "GENERAL", "sectionId": section, "quantity": 1}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+
+    // Event 1's row is locked here, so node 0's flush for it holds the node's one
+    // connection, waiting. Event 2's holds are then decided and wait for that connection.
+    let mut lock = cluster.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(e1)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let e1_hold = hold(a.clone(), buyers[0].clone(), e1, s1, "e1-a".into());
+    eventually(
+        Duration::from_secs(30),
+        "node 0's flush waits on the lock",
+        || async { backends(&cluster, "boxoffice node-0", Some("Lock")).await == 1 },
+    )
+    .await;
+    let e2_keys: Vec<String> = (0..3).map(|i| format!("e2-a{i}")).collect();
+    let e2_holds: Vec<_> = e2_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| hold(a.clone(), buyers[i + 1].clone(), e2, s2, key.clone()))
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "node 0 decided event 2's holds",
+        || async {
+            let inventory: serde_json::Value = cluster
+                .client
+                .get(format!("{a}/events/{e2}/inventory"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            inventory["data"]["held"] == 3
+        },
+    )
+    .await;
+
+    // Pause node 0 past its lease; node 1 claims event 2.
+    let paused = cluster.nodes[0].pid();
+    signal(paused, "STOP");
+    eventually(
+        Duration::from_secs(30),
+        "node 0's lease ran out",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+            "SELECT lease_until < clock_timestamp() FROM cluster_nodes WHERE node_id = 'node-0'",
+        )
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap()
+        },
+    )
+    .await;
+    let claimed = cluster
+        .hold(&cluster.nodes[1].url(""), &buyers[0], e2, s2, "e2-b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claimed.status(), 201, "node 1 claimed event 2 and sold");
+    assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
+
+    // Event 1's lock goes: node 0's flush takes it and, its node paused, sits idle in its
+    // transaction until PostgreSQL ends the session (after one lease).
+    lock.rollback().await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "PostgreSQL ended the paused node's session",
+        || async { backends(&cluster, "boxoffice node-0", None).await == 0 },
+    )
+    .await;
+
+    // Node 0 wakes. Its event 2 batch gets the connection back and tries to write under
+    // the old epoch: refused by the fence. Every hold it had decided is answered 503.
+    signal(paused, "CONT");
+    assert_eq!(e1_hold.await.unwrap(), 503);
+    for h in e2_holds {
+        assert_eq!(
+            h.await.unwrap(),
+            503,
+            "no yes from a node that lost its events"
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the fence refused the batch",
+        || async {
+            cluster
+                .counter(0, "boxoffice_cluster_fenced_flushes_total", "")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    // It dropped the actor, and nothing it tried to write exists.
+    eventually(
+        Duration::from_secs(30),
+        "node 0 dropped event 2",
+        || async { !cluster.live_events(0).await.contains(&e2) },
+    )
+    .await;
+    assert!(cluster.stored_keys(e2, &e2_keys).await.is_empty());
+    assert!(cluster.stored_keys(e1, &["e1-a".into()]).await.is_empty());
+    assert_eq!(cluster.stored_keys(e2, &["e2-b".into()]).await.len(), 1);
+    assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
+    cluster.assert_invariants(e1).await;
+    cluster.assert_invariants(e2).await;
+
+    // Back as a new incarnation, node 0 sends event 2's requests to node 1.
+    eventually(Duration::from_secs(30), "node 0 rejoined", || async {
+        cluster
+            .view(0)
+            .await
+            .is_some_and(|v| v["incarnation"].is_i64())
+    })
+    .await;
+    let forwarded = cluster
+        .hold(&a, &buyers[3], e2, s2, "e2-after")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 201);
+    assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
+}
