@@ -5,6 +5,7 @@
 //! on loopback and every wait is bounded.
 
 mod failover;
+mod operations;
 mod ownership;
 #[allow(dead_code)]
 #[path = "../reliability/support.rs"]
