@@ -32,6 +32,27 @@ fn parse_scrape(text: &str) -> Vec<Series> {
         .collect()
 }
 
+/// Labels the scrape configuration gives each target: `node`, one per engine node.
+const TARGET_LABELS: &[&str] = &["node"];
+
+#[test]
+fn the_scrape_configuration_labels_every_node_it_scrapes() {
+    let config = std::fs::read_to_string(format!(
+        "{}/dashboards/prometheus.yml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let targets = config.matches("- targets:").count();
+    assert!(targets >= 1);
+    for label in TARGET_LABELS {
+        assert_eq!(
+            config.matches(&format!("labels: {{{label}: ")).count(),
+            targets,
+            "every target carries `{label}`"
+        );
+    }
+}
+
 /// Every expression of a dashboard file.
 fn dashboard_exprs(file: &str) -> Vec<String> {
     let path = format!("{}/dashboards/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -197,6 +218,11 @@ async fn every_metric_a_dashboard_queries_is_exported_with_its_labels() {
                     "{file}: `{metric}` is not exported (query: {expr})"
                 );
                 let mut needed: BTreeSet<String> = selected.union(&grouped).cloned().collect();
+                // Labels Prometheus attaches to every series of a target (prometheus.yml),
+                // never in the node's own scrape.
+                for target_label in TARGET_LABELS {
+                    needed.remove(*target_label);
+                }
                 if !metric.ends_with("_bucket") {
                     needed.remove("le");
                 }
