@@ -1,123 +1,57 @@
 //! A node that dies or is paused: its events go to another node within seconds, and nothing
 //! acknowledged is lost — what the old owner still tries to write is refused by the fence.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxoffice::auth::jwt::Role;
 
-use crate::process::attempt;
-use crate::support::{eventually, signal, Cluster, Seen};
-
-/// A buyer's hold with its key, retried with the same key while the answer is unknown
-/// (503, a broken connection) — as a client that follows the API's advice does. Returns
-/// the last outcome and when it came.
-async fn hold_until_known(
-    cluster: &Cluster,
-    token: &str,
-    event: i64,
-    section: i64,
-    key: &str,
-) -> (Seen, Instant) {
-    for _ in 0..300 {
-        let seen = attempt(cluster.hold(&cluster.front(""), token, event, section, key)).await;
-        if !matches!(seen, Seen::Unknown) {
-            return (seen, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (Seen::Unknown, Instant::now())
-}
+use crate::support::{eventually, signal, Cluster, Load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_nothing() {
-    let cluster = Cluster::start(3, &[]).await.with_haproxy().await;
+    let mut cluster = Cluster::start(3, &[]).await.with_haproxy().await;
     let organizer = cluster.user(Role::Organizer).await;
-    let buyers = cluster.buyers(32).await;
+    let tokens = cluster.buyers(32).await;
     let (event, section) = cluster
         .event_on_sale(&cluster.front(""), &organizer, 1_000_000)
         .await;
     let owner = cluster.owner(event).await.expect("claimed");
     let victim = cluster.index_of(&owner);
 
-    // 32 buyers hold through HAProxy, one ticket at a time, each with a key of its own.
-    let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let cluster = Arc::new(tokio::sync::RwLock::new(cluster));
-    let mut tasks = Vec::new();
-    for (b, token) in buyers.iter().enumerate() {
-        let (cluster, acked, stop, token) =
-            (cluster.clone(), acked.clone(), stop.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let key = format!("k-{b}-{n}");
-                n += 1;
-                let c = cluster.read().await;
-                let (seen, at) = hold_until_known(&c, &token, event, section, &key).await;
-                match seen {
-                    Seen::Ok(_) => acked.lock().unwrap().push((key, at)),
-                    other => panic!("a hold of plenty ended {other:?}"),
-                }
-            }
-        }));
-    }
-    let count = || acked.lock().unwrap().len();
-    eventually(Duration::from_secs(60), "the burst got going", || async {
-        count() >= 200
-    })
-    .await;
-
+    // 32 buyers hold through HAProxy, one ticket at a time, each with a key of its own,
+    // retrying with it while the answer is unknown.
+    let load = Load::start(cluster.front(""), tokens, event, section);
+    load.until_more(200, "the burst got going").await;
     // kill -9 the owner in the middle of the burst.
-    let killed_at = {
-        let mut c = cluster.write().await;
-        let server = c.nodes[victim].server.as_mut().unwrap();
-        let killed_at = Instant::now();
-        server.kill().await;
-        c.nodes[victim].server = None;
-        killed_at
-    };
-    let before = count();
+    let killed_at = Instant::now();
+    cluster.nodes[victim].server.as_mut().unwrap().kill().await;
+    cluster.nodes[victim].server = None;
     eventually(
         Duration::from_secs(60),
-        "holds were acknowledged after the kill",
-        || async {
-            acked.lock().unwrap().iter().any(|(_, at)| *at > killed_at) && count() >= before + 200
-        },
+        "the event answered again after the kill",
+        || async { load.acknowledged_after(killed_at) },
     )
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let recovered = acked
-        .lock()
+    let recovered = load
+        .first_after(killed_at)
         .unwrap()
-        .iter()
-        .filter(|(_, at)| *at > killed_at)
-        .map(|(_, at)| at.duration_since(killed_at))
-        .min()
-        .unwrap();
+        .duration_since(killed_at);
+    load.until_more(200, "holds kept being acknowledged").await;
+    let (acked, _) = load.stop().await;
     eprintln!("failover: first 201 through HAProxy {recovered:?} after kill -9 of {owner}");
-    // The target is 5 s (README, measured over ten kills); this bound is twice that, so a
-    // busy CI machine cannot fail it while a broken failover still does.
+    // The target is 5 s (README, measured over ten kills: `failover_time_over_ten_kills`);
+    // this bound is twice that, so a busy CI machine cannot fail it while a broken
+    // failover still does.
     assert!(
         recovered < Duration::from_secs(10),
         "the event answered again {recovered:?} after the kill"
     );
 
     // Another node owns it now, and every acknowledged hold is in PostgreSQL, once.
-    let c = cluster.read().await;
-    let new_owner = c.owner(event).await.expect("claimed again");
+    let new_owner = cluster.owner(event).await.expect("claimed again");
     assert_ne!(new_owner, owner);
-    let keys: Vec<String> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, _)| k.clone())
-        .collect();
-    let stored = c.stored_keys(event, &keys).await;
+    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
+    let stored = cluster.stored_keys(event, &keys).await;
     assert_eq!(
         stored.len(),
         keys.len(),
@@ -125,7 +59,7 @@ async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_noth
     );
     let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "no key made two holds");
-    c.assert_invariants(event).await;
+    cluster.assert_invariants(event).await;
 }
 
 /// Whether a backend of `application` is open in PostgreSQL, optionally only in `state`.
@@ -304,4 +238,53 @@ async fn a_paused_owner_is_fenced_off_when_it_wakes_after_another_node_claimed()
         .unwrap();
     assert_eq!(forwarded.status(), 201);
     assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
+}
+
+/// The failover time README reports: ten times, `kill -9` of the node that owns a hot event
+/// while buyers hold through HAProxy, timed to the first 201 acknowledged after the kill;
+/// the killed node is restarted before the next round. Run on demand (a minute):
+/// `cargo nextest run --run-ignored only --no-capture -E 'test(failover_time)'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand"]
+async fn failover_time_over_ten_kills() {
+    let mut cluster = Cluster::start(3, &[]).await.with_haproxy().await;
+    let organizer = cluster.user(Role::Organizer).await;
+    let tokens = cluster.buyers(16).await;
+    let (event, section) = cluster
+        .event_on_sale(&cluster.front(""), &organizer, 1_000_000)
+        .await;
+    let load = Load::start(cluster.front(""), tokens, event, section);
+    let mut times = Vec::new();
+    for round in 0..10 {
+        load.until_more(100, "holds are acknowledged").await;
+        let owner = cluster.owner(event).await.expect("owned");
+        let victim = cluster.index_of(&owner);
+        let killed_at = Instant::now();
+        cluster.nodes[victim].server.as_mut().unwrap().kill().await;
+        cluster.nodes[victim].server = None;
+        eventually(
+            Duration::from_secs(60),
+            "the event answered again",
+            || async { load.acknowledged_after(killed_at) },
+        )
+        .await;
+        let took = load
+            .first_after(killed_at)
+            .unwrap()
+            .duration_since(killed_at);
+        eprintln!("round {round}: kill -9 {owner}, first 201 after {took:?}");
+        times.push(took);
+        cluster.start_node(victim).await;
+    }
+    let (acked, _) = load.stop().await;
+    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(cluster.stored_keys(event, &keys).await.len(), keys.len());
+    cluster.assert_invariants(event).await;
+    times.sort();
+    eprintln!(
+        "failover over 10 kills: median {:?}, worst {:?} (lease {} ms)",
+        (times[4] + times[5]) / 2,
+        times[9],
+        boxoffice_engine::cluster::ClusterConfig::default().lease_ms
+    );
 }

@@ -1,107 +1,12 @@
 //! The cluster through what operators do and what happens to them: PostgreSQL out of reach
 //! for seconds, and a rolling restart of every node under load.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use std::time::{Duration, Instant};
 
 use boxoffice::auth::jwt::Role;
 
-use crate::process::{attempt, Proxy};
-use crate::support::{eventually, Cluster, Seen};
-
-/// Buyers holding one ticket at a time through HAProxy, each hold with a key of its own and
-/// retried with it while the answer is unknown (503 or a broken connection). Anything else
-/// than 201 in the end fails the test. Returns the acknowledged keys with when they came.
-struct Load {
-    acked: Arc<Mutex<Vec<(String, Instant)>>>,
-    unknown: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// Buyers of `tokens` holding through `front` (HAProxy's URL).
-    fn start(front: String, tokens: Vec<String>, event: i64, section: i64) -> Load {
-        let client = reqwest::Client::new();
-        let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let unknown = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(b, token)| {
-                let (client, front, acked, unknown, stop) = (
-                    client.clone(),
-                    front.clone(),
-                    acked.clone(),
-                    unknown.clone(),
-                    stop.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut n = 0;
-                    while !stop.load(Ordering::SeqCst) {
-                        let key = format!("k-{b}-{n}");
-                        n += 1;
-                        let mut tries = 0;
-                        loop {
-                            let request = client
-                                .post(format!("{front}/events/{event}/reservations"))
-                                .bearer_auth(&token)
-                                .header("idempotency-key", &key)
-                                .json(&serde_json::json!({"type": "GENERAL", "sectionId": section, "quantity": 1}));
-                            match attempt(request).await {
-                                Seen::Ok(_) => {
-                                    acked.lock().unwrap().push((key, Instant::now()));
-                                    break;
-                                }
-                                Seen::Unknown => {
-                                    unknown.fetch_add(1, Ordering::Relaxed);
-                                    tries += 1;
-                                    assert!(tries < 1_000, "hold {key} never answered");
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                }
-                                Seen::Refused(status) => {
-                                    panic!("hold {key} refused with {status}")
-                                }
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            acked,
-            unknown,
-            stop,
-            tasks,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    async fn until_more(&self, more: usize, what: &str) {
-        let target = self.count() + more;
-        eventually(Duration::from_secs(120), what, || async {
-            self.count() >= target
-        })
-        .await;
-    }
-
-    /// Stops the buyers; returns the acknowledged keys in the order they came, with when.
-    async fn stop(self) -> (Vec<(String, Instant)>, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let mut acked = self.acked.lock().unwrap().clone();
-        acked.sort_by_key(|(_, at)| *at);
-        (acked, self.unknown.load(Ordering::Relaxed))
-    }
-}
+use crate::process::Proxy;
+use crate::support::{eventually, Cluster, Load};
 
 /// Every acknowledged hold is in PostgreSQL, once, and the event's invariants hold.
 async fn assert_all_stored(cluster: &Cluster, event: i64, acked: &[(String, Instant)]) {
@@ -211,17 +116,34 @@ async fn a_rolling_restart_under_load_loses_nothing_and_fails_nothing() {
     let mut cluster = cluster;
     let load = Load::start(cluster.front(""), tokens, event, section);
     load.until_more(100, "the load got going").await;
+    let mut handed_over = 0;
     for i in 0..3 {
+        let owned = cluster.owner(event).await.as_deref() == Some(cluster.nodes[i].id.as_str());
         let server = cluster.nodes[i].server.as_mut().unwrap();
         let exited = server.terminate(Duration::from_secs(30)).await;
         assert!(
             exited.is_some_and(|s| s.success()),
             "node {i} drained and exited 0: {exited:?}"
         );
+        if owned {
+            // The owner handed the event over on its way out, rather than leaving the others
+            // to wait for its lease to run out.
+            let output = server.output.lock().unwrap().clone();
+            assert!(
+                output.contains("handed this node's events over")
+                    && output.contains(r#""events":1"#),
+                "node {i} handed its event over:\n{output}"
+            );
+            handed_over += 1;
+        }
         cluster.nodes[i].server = None;
         cluster.start_node(i).await;
         load.until_more(100, "holds kept being acknowledged").await;
     }
+    assert!(
+        handed_over >= 1,
+        "the event's owner was among the restarted"
+    );
     let (acked, unknown) = load.stop().await;
     let longest_gap = acked
         .windows(2)

@@ -2,13 +2,16 @@
 //! HAProxy (Debian's package) in front of them with the repository's own configuration
 //! (`deploy/haproxy.cfg`, its addresses rewritten), and what the tests read off the nodes.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use boxoffice::auth::jwt::{Keys, Role};
 use boxoffice_engine::testdb::TestDb;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::process::attempt;
 pub use crate::process::{free_port, Seen, Server, JWT_SECRET};
 
 /// One node: its id and port, and the process while it runs.
@@ -400,5 +403,125 @@ where
             "{what} (waited {limit:?})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Buyers holding one ticket at a time through HAProxy, each hold with a key of its own and
+/// retried with it while the answer is unknown (503 or a broken connection). Anything else
+/// than 201 in the end fails the test. Returns the acknowledged keys with when they came.
+pub struct Load {
+    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    /// When each acknowledged hold's last attempt was sent.
+    sent: Arc<Mutex<Vec<Instant>>>,
+    unknown: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Buyers of `tokens` holding through `front` (HAProxy's URL).
+    pub fn start(front: String, tokens: Vec<String>, event: i64, section: i64) -> Load {
+        let client = reqwest::Client::new();
+        let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let unknown = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(b, token)| {
+                let (client, front, acked, sent_of, unknown, stop) = (
+                    client.clone(),
+                    front.clone(),
+                    acked.clone(),
+                    sent.clone(),
+                    unknown.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let key = format!("k-{b}-{n}");
+                        n += 1;
+                        let mut tries = 0;
+                        loop {
+                            let request = client
+                                .post(format!("{front}/events/{event}/reservations"))
+                                .bearer_auth(&token)
+                                .header("idempotency-key", &key)
+                                .json(&serde_json::json!({"type": "GENERAL", "sectionId": section, "quantity": 1}));
+                            let sent = Instant::now();
+                            match attempt(request).await {
+                                Seen::Ok(_) => {
+                                    // Both under their locks at once: the two lists stay
+                                    // in step.
+                                    let mut acked = acked.lock().unwrap();
+                                    let mut sent_of = sent_of.lock().unwrap();
+                                    acked.push((key, Instant::now()));
+                                    sent_of.push(sent);
+                                    break;
+                                }
+                                Seen::Unknown => {
+                                    unknown.fetch_add(1, Ordering::Relaxed);
+                                    tries += 1;
+                                    assert!(tries < 1_000, "hold {key} never answered");
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                                Seen::Refused(status) => {
+                                    panic!("hold {key} refused with {status}")
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            acked,
+            sent,
+            unknown,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// When the first hold *sent* after `instant` was acknowledged, if one was: decided
+    /// after it, not an answer already on its way.
+    pub fn first_after(&self, instant: Instant) -> Option<Instant> {
+        let acked = self.acked.lock().unwrap();
+        let sent = self.sent.lock().unwrap();
+        acked
+            .iter()
+            .zip(sent.iter())
+            .filter(|(_, sent)| **sent > instant)
+            .map(|((_, at), _)| *at)
+            .min()
+    }
+
+    pub fn acknowledged_after(&self, instant: Instant) -> bool {
+        self.first_after(instant).is_some()
+    }
+
+    pub async fn until_more(&self, more: usize, what: &str) {
+        let target = self.count() + more;
+        eventually(Duration::from_secs(120), what, || async {
+            self.count() >= target
+        })
+        .await;
+    }
+
+    /// Stops the buyers; returns the acknowledged keys in the order they came, with when.
+    pub async fn stop(self) -> (Vec<(String, Instant)>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut acked = self.acked.lock().unwrap().clone();
+        acked.sort_by_key(|(_, at)| *at);
+        (acked, self.unknown.load(Ordering::Relaxed))
     }
 }
