@@ -15,10 +15,9 @@ CREATE TABLE cluster_nodes (
     incarnation  BIGINT NOT NULL,
     lease_until  TIMESTAMPTZ NOT NULL,
     joined_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    renewed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    -- Set by a node shutting down: it hands its events over and takes no new ones.
-    draining     BOOLEAN NOT NULL DEFAULT false
+    renewed_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- A node shutting down hands its events over (owner_node = NULL) and deletes its row.
 
 -- The owner of an event: the node (and its incarnation) whose actor decides for it. NULL
 -- when nobody does. Claiming an event sets these and bumps owner_epoch in one transaction;

@@ -56,7 +56,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Every node (its URL, incarnation, lease and whether it is draining) and how many
+    /// Every node (its URL, incarnation and lease) and how many
     /// events each owns; exit 1 when no node holds a lease.
     Status {
         /// Print JSON instead of a table.

@@ -168,7 +168,7 @@ impl Membership {
              ON CONFLICT (node_id) DO UPDATE
                 SET url = EXCLUDED.url, incarnation = EXCLUDED.incarnation,
                     lease_until = EXCLUDED.lease_until, joined_at = clock_timestamp(),
-                    renewed_at = clock_timestamp(), draining = false
+                    renewed_at = clock_timestamp()
              RETURNING incarnation",
         )
         .bind(&self.config.node_id)
@@ -200,8 +200,7 @@ impl Membership {
             "UPDATE cluster_nodes
                 SET lease_until = clock_timestamp() + make_interval(secs => $3::float8 / 1000),
                     renewed_at = clock_timestamp()
-              WHERE node_id = $1 AND incarnation = $2 AND NOT draining
-                AND lease_until > clock_timestamp()",
+              WHERE node_id = $1 AND incarnation = $2 AND lease_until > clock_timestamp()",
         )
         .bind(&self.config.node_id)
         .bind(incarnation.0)
@@ -276,22 +275,21 @@ impl Membership {
         }
     }
 
-    /// Gives the node's place up (shutdown): its row is marked draining with its lease ended,
-    /// so no node forwards to it or waits for it.
+    /// Gives the node's place up (shutdown, after its events were handed over): its row is
+    /// removed, so no node forwards to it or waits for it, and a node id that never comes
+    /// back (a one-off tool's) leaves nothing behind.
     pub async fn give_up(&self, pool: &PgPool) {
         self.leave();
         let Some(incarnation) = self.lease.load().as_ref().map(|l| l.incarnation) else {
             return;
         };
         self.set(None);
-        let ended = sqlx::query(
-            "UPDATE cluster_nodes SET draining = true, lease_until = clock_timestamp()
-              WHERE node_id = $1 AND incarnation = $2",
-        )
-        .bind(&self.config.node_id)
-        .bind(incarnation.0)
-        .execute(pool)
-        .await;
+        let ended =
+            sqlx::query("DELETE FROM cluster_nodes WHERE node_id = $1 AND incarnation = $2")
+                .bind(&self.config.node_id)
+                .bind(incarnation.0)
+                .execute(pool)
+                .await;
         if let Err(e) = ended {
             tracing::warn!(error = %e, "could not end this node's lease; it runs out by itself");
         }

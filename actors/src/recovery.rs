@@ -163,7 +163,7 @@ pub async fn load_within(
 ///
 /// The event is free to claim when nobody owns it, when `claimant` does already (its actor
 /// stopped, or is being rebuilt), or when its owner's lease has run out by PostgreSQL's clock
-/// (`clock_timestamp()`, not the transaction's start) or its owner is draining. The claimant
+/// (`clock_timestamp()`, not the transaction's start) or its owner left the cluster. The claimant
 /// must hold a good lease itself, checked in the same statement that takes the event.
 async fn claim(
     tx: &mut Tx<'_>,
@@ -172,7 +172,7 @@ async fn claim(
 ) -> Result<(EventRules, i64, u32), LoadError> {
     let owner = sqlx::query(
         "SELECT e.owner_node, e.owner_incarnation, n.url AS owner_url,
-                COALESCE(n.lease_until > clock_timestamp() AND NOT n.draining, false) AS owner_live
+                COALESCE(n.lease_until > clock_timestamp(), false) AS owner_live
            FROM events e
            LEFT JOIN cluster_nodes n
                   ON n.node_id = e.owner_node AND n.incarnation = e.owner_incarnation
@@ -201,7 +201,7 @@ async fn claim(
           WHERE id = $1
             AND EXISTS (SELECT 1 FROM cluster_nodes
                          WHERE node_id = $2 AND incarnation = $3
-                           AND lease_until > clock_timestamp() AND NOT draining)
+                           AND lease_until > clock_timestamp())
          RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
                    available_seats, owner_epoch",
     )

@@ -10,9 +10,8 @@ pub struct NodeStatus {
     /// Where the other nodes forward to it.
     pub url: String,
     pub incarnation: i64,
-    /// Whether its lease is good by PostgreSQL's clock (and it is not draining).
+    /// Whether its lease is good by PostgreSQL's clock.
     pub lease_held: bool,
-    pub draining: bool,
     /// Seconds until its lease runs out (negative: ran out that long ago).
     pub lease_seconds_left: f64,
     /// Events it owns under its current incarnation.
@@ -25,8 +24,7 @@ pub struct NodeStatus {
 pub async fn nodes(pool: &sqlx::PgPool) -> Result<Vec<NodeStatus>, sqlx::Error> {
     sqlx::query_as(
         "SELECT n.node_id, n.url, n.incarnation,
-                n.lease_until > clock_timestamp() AND NOT n.draining AS lease_held,
-                n.draining,
+                n.lease_until > clock_timestamp() AS lease_held,
                 EXTRACT(EPOCH FROM (n.lease_until - clock_timestamp()))::float8
                     AS lease_seconds_left,
                 (SELECT count(*) FROM events e
@@ -65,9 +63,7 @@ pub async fn status(pool: &sqlx::PgPool, json: bool) -> anyhow::Result<()> {
             "node", "url", "incarnation", "lease", "owns", "stale owned"
         );
         for n in &nodes {
-            let lease = if n.draining {
-                "draining".to_string()
-            } else if n.lease_held {
+            let lease = if n.lease_held {
                 format!("{:.1} s left", n.lease_seconds_left)
             } else {
                 format!("expired {:.0} s ago", -n.lease_seconds_left)

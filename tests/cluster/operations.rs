@@ -128,12 +128,20 @@ async fn a_rolling_restart_under_load_loses_nothing_and_fails_nothing() {
         if owned {
             // The owner handed the event over on its way out, rather than leaving the others
             // to wait for its lease to run out.
-            let output = server.output.lock().unwrap().clone();
-            assert!(
-                output.contains("handed this node's events over")
-                    && output.contains(r#""events":1"#),
-                "node {i} handed its event over:\n{output}"
-            );
+            // (Its last lines may still be on their way through the pipe.)
+            let output = server.output.clone();
+            eventually(
+                Duration::from_secs(10),
+                "the owner logged its hand-over",
+                || {
+                    let output = output.lock().unwrap().clone();
+                    async move {
+                        output.contains("handed this node's events over")
+                            && output.contains(r#""events":1"#)
+                    }
+                },
+            )
+            .await;
             handed_over += 1;
         }
         cluster.nodes[i].server = None;

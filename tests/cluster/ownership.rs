@@ -153,3 +153,71 @@ async fn a_request_sent_to_a_non_owner_is_forwarded_exactly_once() {
     .await
     .expect("the owner's state came through node 1");
 }
+
+/// What one node caches, another node's change invalidates: event details cached by node 1
+/// are fresh on node 1 right after node 0 renames the event — long before they would have
+/// expired (5 s) — and `boxoffice cluster status` shows both nodes and who owns what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_others_caches_and_the_status_shows_every_node() {
+    let cluster = Cluster::start(2, &[]).await;
+    let organizer = cluster.user(Role::Organizer).await;
+    let (event, _) = cluster
+        .event_on_sale(&cluster.nodes[0].url(""), &organizer, 10)
+        .await;
+    let name_on = |i: usize| {
+        let url = cluster.nodes[i].url(&format!("/events/{event}"));
+        let client = cluster.client.clone();
+        async move {
+            let body: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
+            body["data"]["eventName"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(name_on(1).await, "Cluster night");
+    let cached_at = std::time::Instant::now();
+    assert_eq!(
+        name_on(1).await,
+        "Cluster night",
+        "served from node 1's cache"
+    );
+    let renamed = cluster
+        .client
+        .patch(cluster.nodes[0].url(&format!("/events/{event}")))
+        .bearer_auth(&organizer)
+        .json(&serde_json::json!({"eventName": "Renamed night"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    crate::support::eventually(
+        Duration::from_secs(30),
+        "node 1 shows the new name",
+        || async { name_on(1).await == "Renamed night" },
+    )
+    .await;
+    // Cached entries live 5 s: seeing the change sooner means node 1 was told.
+    assert!(
+        cached_at.elapsed() < Duration::from_secs(5),
+        "node 1 saw the change only when its entry expired ({:?})",
+        cached_at.elapsed()
+    );
+
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .args(["cluster", "status", "--json"])
+        .env("DATABASE_URL", cluster.db.url())
+        .output()
+        .await
+        .unwrap();
+    assert!(status.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["liveNodes"], 2, "{report}");
+    let nodes = report["nodes"].as_array().unwrap();
+    let owned: i64 = nodes
+        .iter()
+        .map(|n| n["eventsOwned"].as_i64().unwrap())
+        .sum();
+    assert_eq!(owned, 1, "{report}");
+    assert!(nodes
+        .iter()
+        .any(|n| n["nodeId"] == "node-0" && n["eventsOwned"] == 1 && n["leaseHeld"] == true));
+}

@@ -11,7 +11,6 @@ use boxoffice_engine::testdb::TestDb;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::process::attempt;
 pub use crate::process::{free_port, Seen, Server, JWT_SECRET};
 
 /// One node: its id and port, and the process while it runs.
@@ -298,7 +297,7 @@ impl Cluster {
         sqlx::query_scalar(
             "SELECT e.owner_node FROM events e
                JOIN cluster_nodes n ON n.node_id = e.owner_node AND n.incarnation = e.owner_incarnation
-              WHERE e.id = $1 AND n.lease_until > clock_timestamp() AND NOT n.draining",
+              WHERE e.id = $1 AND n.lease_until > clock_timestamp()",
         )
         .bind(event_id)
         .fetch_optional(&self.db.pool)
@@ -419,9 +418,36 @@ pub struct Load {
 }
 
 impl Load {
-    /// Buyers of `tokens` holding through `front` (HAProxy's URL).
+    /// Buyers of `tokens` holding one GENERAL ticket at a time through `front` (HAProxy's
+    /// URL).
     pub fn start(front: String, tokens: Vec<String>, event: i64, section: i64) -> Load {
+        let body = serde_json::json!({"type": "GENERAL", "sectionId": section, "quantity": 1});
+        Load::start_with(front, tokens, event, body)
+    }
+
+    /// Buyers of `tokens` each sending `body` as a hold, again and again.
+    pub fn start_with(
+        front: String,
+        tokens: Vec<String>,
+        event: i64,
+        body: serde_json::Value,
+    ) -> Load {
+        Load::start_tolerating(front, tokens, event, body, false)
+    }
+
+    /// Like [`Load::start_with`]; with `gateway_errors`, HAProxy's 502 and 504 count as
+    /// unknown outcomes to retry (requests in flight on a node that was killed), otherwise
+    /// they fail the test.
+    pub fn start_tolerating(
+        front: String,
+        tokens: Vec<String>,
+        event: i64,
+        body: serde_json::Value,
+        gateway_errors: bool,
+    ) -> Load {
         let client = reqwest::Client::new();
+        // Keys unique across loads, so that two loads' keys never meet in one check.
+        let load_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
         let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
         let unknown = Arc::new(AtomicU64::new(0));
@@ -430,6 +456,7 @@ impl Load {
             .into_iter()
             .enumerate()
             .map(|(b, token)| {
+                let (body, load_id) = (body.clone(), load_id.clone());
                 let (client, front, acked, sent_of, unknown, stop) = (
                     client.clone(),
                     front.clone(),
@@ -441,7 +468,7 @@ impl Load {
                 tokio::spawn(async move {
                     let mut n = 0;
                     while !stop.load(Ordering::SeqCst) {
-                        let key = format!("k-{b}-{n}");
+                        let key = format!("{load_id}-{b}-{n}");
                         n += 1;
                         let mut tries = 0;
                         loop {
@@ -449,9 +476,9 @@ impl Load {
                                 .post(format!("{front}/events/{event}/reservations"))
                                 .bearer_auth(&token)
                                 .header("idempotency-key", &key)
-                                .json(&serde_json::json!({"type": "GENERAL", "sectionId": section, "quantity": 1}));
+                                .json(&body);
                             let sent = Instant::now();
-                            match attempt(request).await {
+                            match through_gateway(request, gateway_errors).await {
                                 Seen::Ok(_) => {
                                     // Both under their locks at once: the two lists stay
                                     // in step.
@@ -523,5 +550,23 @@ impl Load {
         let mut acked = self.acked.lock().unwrap().clone();
         acked.sort_by_key(|(_, at)| *at);
         (acked, self.unknown.load(Ordering::Relaxed))
+    }
+}
+
+/// Sends a hold through HAProxy and classifies its end like `process::attempt`; HAProxy's own
+/// 502 and 504 (no answer from the node) are unknown outcomes when `gateway_errors`.
+async fn through_gateway(request: reqwest::RequestBuilder, gateway_errors: bool) -> Seen {
+    match request.timeout(Duration::from_secs(20)).send().await {
+        Err(_) => Seen::Unknown,
+        Ok(r) => match r.status().as_u16() {
+            200..=299 => {
+                let body: Value = r.json().await.unwrap_or_default();
+                Seen::Ok(body["data"]["id"].to_string())
+            }
+            503 => Seen::Unknown,
+            502 | 504 if gateway_errors => Seen::Unknown,
+            status @ 400..=499 => Seen::Refused(status),
+            other => panic!("a server error is never a valid answer here: {other}"),
+        },
     }
 }
