@@ -219,3 +219,72 @@ async fn jobs_reach_an_https_webhook_whose_certificate_is_verified() {
 fn a_ca_file_without_certificates_is_refused_at_start() {
     assert!(Delivery::new(Some("https://example.test/".into()), Some(b"not a pem")).is_err());
 }
+
+/// Several nodes run the job worker on one database: three workers, each with a pool of its
+/// own, share 300 due jobs, and the webhook receives each job exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_one_database_deliver_each_job_exactly_once() {
+    let db = boxoffice_engine::testdb::TestDb::create().await;
+    sqlx::query(
+        "INSERT INTO outbox (kind, payload) SELECT 'booking.confirmed', jsonb_build_object('n', g)
+         FROM generate_series(1, 300) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // The receiver counts every delivery by its job's idempotency key.
+    let received: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = received.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                seen.lock().unwrap().push(key);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (options, url) = (db.options.clone(), url.clone());
+            tokio::spawn(async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await
+                    .unwrap();
+                let delivery = Delivery::new(Some(url), None).unwrap();
+                let mut claimed = 0;
+                loop {
+                    let round = run_once(&pool, &delivery).await.unwrap();
+                    if round == 0 {
+                        return claimed;
+                    }
+                    claimed += round;
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.push(w.await.unwrap());
+    }
+    assert_eq!(claimed.iter().sum::<usize>(), 300, "{claimed:?}");
+    let mut keys = received.lock().unwrap().clone();
+    assert_eq!(keys.len(), 300, "every job delivered");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 300, "no job delivered twice");
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'DELIVERED'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
+}
