@@ -284,7 +284,9 @@ impl From<Refusal> for ApiError {
             | Refusal::SeatNotFound
             | Refusal::HoldNotFound(_)
             | Refusal::BookingNotFound
-            | Refusal::DiscountNotFound => StatusCode::NOT_FOUND,
+            | Refusal::DiscountNotFound
+            | Refusal::NotInQueue => StatusCode::NOT_FOUND,
+            Refusal::QueuePassRequired | Refusal::QueuePassExpired => StatusCode::FORBIDDEN,
             Refusal::Invalid(_) | Refusal::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::CONFLICT,
         };

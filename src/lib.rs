@@ -20,6 +20,7 @@ pub mod loadtest;
 pub mod openapi;
 pub mod outbox;
 pub mod pagination;
+pub mod queue;
 pub mod reservations;
 pub mod sections;
 pub mod startup;

@@ -8,7 +8,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
-use crate::{auth, bookings, discounts, events, health, reservations, sections, stream, venues};
+use crate::{
+    auth, bookings, discounts, events, health, queue, reservations, sections, stream, venues,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,11 +26,12 @@ use crate::{auth, bookings, discounts, events, health, reservations, sections, s
         bookings::create, bookings::mine, bookings::one, bookings::cancel, bookings::of_event,
         bookings::export::export,
         discounts::create, discounts::validate,
+        queue::join, queue::me, queue::stream::stream,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&BearerAuth, &ErrorResponses, &ClosedVariants, &UniqueItems, &DiscountAmount),
     tags((name = "auth"), (name = "venues"), (name = "events"), (name = "sections"),
-         (name = "reservations"), (name = "bookings"), (name = "discounts"), (name = "health")),
+         (name = "reservations"), (name = "bookings"), (name = "discounts"), (name = "queue"), (name = "health")),
 )]
 pub struct ApiDoc;
 

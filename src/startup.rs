@@ -28,8 +28,8 @@ use crate::config::Settings;
 use crate::error::{ApiError, NotFound};
 use crate::state::{AppContext, AppState};
 use crate::{
-    auth, bookings, connections, db, discounts, events, health, openapi, outbox, reservations,
-    sections, stream, telemetry, venues, web,
+    auth, bookings, connections, db, discounts, events, health, openapi, outbox, queue,
+    reservations, sections, stream, telemetry, venues, web,
 };
 
 /// A built, bound, not yet serving application.
@@ -173,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(sections::routes())
         .merge(stream::routes())
+        .merge(queue::routes())
         .merge(web::routes())
         .merge(reservations::routes(&state))
         .merge(bookings::routes())

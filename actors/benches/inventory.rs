@@ -20,6 +20,7 @@ fn inventory(spec: SectionSpec) -> Inventory {
             sale_start_ms: 0,
             hold_ttl_seconds: 600,
             max_tickets_per_user: Some(1000),
+            waiting_room: Default::default(),
         },
     );
     let seats = Inventory::seats_needed(&spec) as i64;

@@ -11,6 +11,8 @@ use crate::types::EventId;
 ///    equal what the ACTIVE / CONFIRMED reservations add up to;
 /// 2. a seat is in at most one ACTIVE hold or CONFIRMED booking, and the seat rows agree;
 /// 4. per buyer: held + booked ≤ max_tickets_per_user;
+/// 8. the waiting room is one line: its ranks are 0..n without a gap, the buyers let in
+///    are exactly its front, and an early arrival is unplaced only while nobody is placed;
 ///
 /// plus the event's `available_seats` equals the sum of its sections', and every reservation
 /// names an existing buyer and a section of its event (reservations carry no foreign keys:
@@ -107,6 +109,48 @@ pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>,
     if i64::from(stored) != summed {
         found.push(format!(
             "events.available_seats {stored} but sections add up to {summed}"
+        ));
+    }
+    found.extend(queue_violations(pool, event_id).await?);
+    Ok(found)
+}
+
+/// Invariant 8, the waiting room's.
+async fn queue_violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>, sqlx::Error> {
+    let mut found = Vec::new();
+    let (ranked, max_rank, admitted, max_admitted, min_waiting, unplaced): (
+        i64,
+        Option<i32>,
+        i64,
+        Option<i32>,
+        Option<i32>,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT count(rank), max(rank),
+                count(*) FILTER (WHERE admitted_at IS NOT NULL),
+                max(rank) FILTER (WHERE admitted_at IS NOT NULL),
+                min(rank) FILTER (WHERE admitted_at IS NULL),
+                count(*) FILTER (WHERE rank IS NULL)
+         FROM queue_entries WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if ranked != max_rank.map_or(0, |m| i64::from(m) + 1) {
+        found.push(format!(
+            "queue: {ranked} placed buyers but ranks up to {max_rank:?}"
+        ));
+    }
+    if admitted != max_admitted.map_or(0, |m| i64::from(m) + 1)
+        || min_waiting.is_some_and(|w| max_admitted.is_some_and(|a| w < a))
+    {
+        found.push(format!(
+            "queue: {admitted} let in, the last at rank {max_admitted:?}, the first waiting at {min_waiting:?}"
+        ));
+    }
+    if unplaced > 0 && ranked > 0 {
+        found.push(format!(
+            "queue: {unplaced} early arrivals unplaced after the draw"
         ));
     }
     Ok(found)

@@ -21,8 +21,10 @@ use crate::inventory::{EventRules, InventorySnapshot, SectionSnapshot};
 use crate::supervisor::{EventHandle, Registry};
 use crate::types::{
     BookingId, BookingOutcome, BookingView, ConfirmRequest, DiscountView, EventId, HoldId,
-    HoldOutcome, HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate,
+    HoldOutcome, HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate, UserId,
 };
+use crate::waiting_room::{QueueBoard, QueueView};
+use crate::Refusal;
 
 /// The engine. Cheap to clone; every clone drives the same actors.
 #[derive(Clone)]
@@ -249,6 +251,48 @@ impl Engine {
             EventMessage::UpdateSettings(update.clone(), r)
         })
         .await
+    }
+
+    /// Joins a buyer to the event's waiting room, or answers where they already stand.
+    pub async fn join_queue(
+        &self,
+        event_id: EventId,
+        user_id: UserId,
+    ) -> Result<QueueView, EngineError> {
+        self.call(event_id, "join_queue", |r| {
+            EventMessage::JoinQueue(user_id, r)
+        })
+        .await
+    }
+
+    /// Where a buyer stands in the event's waiting room, read from its board: no mailbox,
+    /// no database (only a cold event is loaded first).
+    pub async fn queue_position(
+        &self,
+        event_id: EventId,
+        user_id: UserId,
+    ) -> Result<QueueView, EngineError> {
+        let board = self.queue_board(event_id).await?;
+        if !board.is_enabled() {
+            return Err(Refusal::WaitingRoomOff.into());
+        }
+        board
+            .view(user_id, self.ctx.clock.now_ms())
+            .ok_or(Refusal::NotInQueue.into())
+    }
+
+    /// The board of the event's waiting room, starting its actor if needed. A board
+    /// [retired](QueueBoard::is_retired) later belongs to a stopped actor: ask again.
+    pub async fn queue_board(&self, event_id: EventId) -> Result<Arc<QueueBoard>, EngineError> {
+        if self.registry.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(self.handle_for(event_id).await?.queue)
+    }
+
+    /// Now, by the engine's clock (milliseconds since the epoch).
+    pub fn now_ms(&self) -> i64 {
+        self.ctx.clock.now_ms()
     }
 
     /// Waits until every decision already made for the event is durable.

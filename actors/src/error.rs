@@ -74,6 +74,18 @@ pub enum Refusal {
     /// The request itself breaks a rule (a value out of range, an impossible combination).
     #[error("{0}")]
     Invalid(String),
+    /// The event's waiting room is off: there is no line to join; holds need no pass.
+    #[error("this event has no waiting room")]
+    WaitingRoomOff,
+    /// The buyer has no entry in the event's waiting room.
+    #[error("you have not joined this event's waiting room")]
+    NotInQueue,
+    /// The waiting room is on and the buyer has not been let in (yet).
+    #[error("this event's waiting room is on: join it and hold once you are let in")]
+    QueuePassRequired,
+    /// The buyer's pass ran out.
+    #[error("your waiting-room pass has run out")]
+    QueuePassExpired,
 }
 
 impl Refusal {
@@ -101,6 +113,10 @@ impl Refusal {
             Refusal::WrongSectionType(_) => "WRONG_SECTION_TYPE",
             Refusal::LimitReached(_) => "LIMIT_REACHED",
             Refusal::Invalid(_) => "VALIDATION_FAILED",
+            Refusal::WaitingRoomOff => "WAITING_ROOM_OFF",
+            Refusal::NotInQueue => "QUEUE_ENTRY_NOT_FOUND",
+            Refusal::QueuePassRequired => "QUEUE_PASS_REQUIRED",
+            Refusal::QueuePassExpired => "QUEUE_PASS_EXPIRED",
         }
     }
 }

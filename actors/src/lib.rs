@@ -9,6 +9,7 @@
 //! - [`supervisor`]: the registry of live actors: one per event, spawned on demand, rebuilt
 //!   after a failure;
 //! - [`feed`]: each event's live feed of committed changes, for buyers' seat maps;
+//! - [`waiting_room`]: each event's fair line in front of its on-sale, kept by its actor;
 //! - [`cluster`]: this node's lease in PostgreSQL, without which it claims and decides
 //!   nothing;
 //! - [`engine`]: the handle the server crate holds, with admission control.
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod recovery;
 pub(crate) mod supervisor;
 pub mod types;
+pub mod waiting_room;
 
 // Fresh databases for tests, and the write path for tests that drive it directly: test
 // support only, behind the `test-support` feature.

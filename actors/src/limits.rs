@@ -72,3 +72,18 @@ pub fn is_text(text: &str) -> bool {
 pub fn trim_blank(text: &str) -> &str {
     text.trim_matches([' ', '\t', '\r', '\n'])
 }
+
+/// The slowest waiting-room pace an event may set: buyers let in per minute.
+pub const MIN_ADMIT_PER_MINUTE: u32 = 1;
+/// The fastest waiting-room pace (10,000 a second: past it a waiting room holds nobody back).
+pub const MAX_ADMIT_PER_MINUTE: u32 = 600_000;
+/// The waiting-room pace of an event that sets none.
+pub const DEFAULT_ADMIT_PER_MINUTE: u32 = 1_000;
+/// The shortest life of a waiting-room pass.
+pub const MIN_PASS_TTL_SECONDS: u32 = 10;
+/// The longest life of a waiting-room pass.
+pub const MAX_PASS_TTL_SECONDS: u32 = 7_200;
+/// The life of a waiting-room pass of an event that sets none.
+pub const DEFAULT_PASS_TTL_SECONDS: u32 = 600;
+/// Buyers in one event's waiting room (each costs the actor about 100 bytes).
+pub const MAX_QUEUE_ENTRIES: usize = 2_000_000;

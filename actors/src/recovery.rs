@@ -22,6 +22,7 @@ use crate::types::{
     BookingStatus, BookingView, DiscountAmount, DiscountView, EventId, EventStatus, HoldStatus,
     HoldView, SectionKind,
 };
+use crate::waiting_room::{RestoredEntry, WaitingRoomRules};
 
 /// The node (and incarnation) an event is claimed for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +146,7 @@ pub async fn load_within(
     let holds = load_holds(&mut tx, event_id).await?;
     let bookings = load_bookings(&mut tx, event_id).await?;
     let discounts = load_discounts(&mut tx, event_id).await?;
+    let queue = load_queue(&mut tx, event_id).await?;
     tx.commit().await?;
     let restored = Restored {
         event_id,
@@ -154,6 +156,7 @@ pub async fn load_within(
         holds,
         bookings,
         discounts,
+        queue,
     };
     Ok((restored, epoch))
 }
@@ -203,7 +206,8 @@ async fn claim(
                          WHERE node_id = $2 AND incarnation = $3
                            AND lease_until > clock_timestamp())
          RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
-                   available_seats, owner_epoch",
+                   available_seats, owner_epoch, waiting_room_enabled,
+                   queue_admit_per_minute, queue_pass_ttl_seconds",
     )
     .bind(event_id)
     .bind(&claimant.node_id)
@@ -221,9 +225,43 @@ async fn claim(
         max_tickets_per_user: event
             .get::<Option<i32>, _>("max_tickets_per_user")
             .map(|max| max as u32),
+        waiting_room: WaitingRoomRules {
+            enabled: event.get("waiting_room_enabled"),
+            admit_per_minute: event.get::<i32, _>("queue_admit_per_minute") as u32,
+            pass_ttl_seconds: event.get::<i32, _>("queue_pass_ttl_seconds") as u32,
+        },
     };
     let stored_available = event.get::<i32, _>("available_seats") as u32;
     Ok((rules, event.get("owner_epoch"), stored_available))
+}
+
+/// The waiting room's entries, in arrival order.
+async fn load_queue(tx: &mut Tx<'_>, event_id: EventId) -> Result<Vec<RestoredEntry>, LoadError> {
+    let rows = sqlx::query(
+        "SELECT user_id, arrival_seq, early, rank, joined_at, admitted_at, pass_expires_at,
+                pass_used_at IS NOT NULL AS pass_used
+         FROM queue_entries WHERE event_id = $1 ORDER BY arrival_seq",
+    )
+    .bind(event_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| RestoredEntry {
+            user_id: row.get("user_id"),
+            arrival_seq: row.get("arrival_seq"),
+            early: row.get("early"),
+            rank: row.get::<Option<i32>, _>("rank").map(|r| r as u32),
+            joined_at_ms: from_timestamp(row.get("joined_at")),
+            admitted_at_ms: row
+                .get::<Option<chrono::DateTime<chrono::Utc>>, _>("admitted_at")
+                .map(from_timestamp),
+            pass_expires_at_ms: row
+                .get::<Option<chrono::DateTime<chrono::Utc>>, _>("pass_expires_at")
+                .map(from_timestamp),
+            pass_used: row.get("pass_used"),
+        })
+        .collect())
 }
 
 /// The event's sections with their seats.

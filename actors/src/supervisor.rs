@@ -30,6 +30,7 @@ use crate::event::{EventActor, EventArgs, EventMessage};
 use crate::inventory::InventorySnapshot;
 use crate::recovery::{self, LoadedEvent};
 use crate::types::EventId;
+use crate::waiting_room::QueueBoard;
 use tokio::sync::Semaphore;
 
 /// Events whose loads are serialized by one lock. Loads of different events mostly proceed
@@ -54,6 +55,8 @@ pub(crate) struct EventHandle {
     pub snapshot: Arc<ArcSwap<InventorySnapshot>>,
     /// Admission for this event: requests in its mailbox plus replies parked in its batches.
     pub in_flight: Arc<Semaphore>,
+    /// Its waiting room as readers see it.
+    pub queue: Arc<QueueBoard>,
 }
 
 impl EventHandle {
@@ -267,6 +270,7 @@ impl Actor for EventSupervisor {
             return Ok(());
         }
         let snapshot = args.snapshot.clone();
+        let queue = args.inventory.queue_board();
         let in_flight = registry.ctx.config.max_in_flight_per_event;
         match Actor::spawn_linked(None, EventActor, *args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -275,6 +279,7 @@ impl Actor for EventSupervisor {
                     actor: actor.clone(),
                     snapshot,
                     in_flight: Arc::new(Semaphore::new(in_flight)),
+                    queue,
                 };
                 state.children.insert(actor.get_id(), event_id);
                 registry.live.insert(event_id, handle.clone());

@@ -374,6 +374,37 @@ pub struct SettingsUpdate {
     pub hold_ttl_seconds: Option<u32>,
     /// `Some(None)` removes the per-buyer limit; `Some(Some(n))` sets it; `None` keeps it.
     pub max_tickets_per_user: Option<Option<u32>>,
+    /// Changes to the waiting room's rules.
+    pub waiting_room: WaitingRoomUpdate,
+}
+
+/// How an event's waiting room runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitingRoomRules {
+    /// Whether holds need a pass.
+    pub enabled: bool,
+    /// Buyers let in per minute.
+    pub admit_per_minute: u32,
+    /// How long a pass lets its buyer hold.
+    pub pass_ttl_seconds: u32,
+}
+
+impl Default for WaitingRoomRules {
+    fn default() -> Self {
+        WaitingRoomRules {
+            enabled: false,
+            admit_per_minute: crate::limits::DEFAULT_ADMIT_PER_MINUTE,
+            pass_ttl_seconds: crate::limits::DEFAULT_PASS_TTL_SECONDS,
+        }
+    }
+}
+
+/// A change to the waiting room's rules; `None` keeps a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitingRoomUpdate {
+    pub enabled: Option<bool>,
+    pub admit_per_minute: Option<u32>,
+    pub pass_ttl_seconds: Option<u32>,
 }
 
 /// The row label of a 0-based row index: A..Z, then AA, AB, … as on a theatre plan.

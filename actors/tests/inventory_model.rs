@@ -296,6 +296,7 @@ fn new_inventory() -> Inventory {
             sale_start_ms: T0,
             hold_ttl_seconds: (TTL_MS / 1000) as u32,
             max_tickets_per_user: Some(MAX_PER_USER),
+            waiting_room: Default::default(),
         },
     );
     let general = NewSection {

@@ -12,11 +12,12 @@ use axum::routing::get;
 use axum::Router;
 use boxoffice_engine::limits;
 use boxoffice_engine::types::{EventStatus, SettingsUpdate};
+use boxoffice_engine::waiting_room::{WaitingRoomRules, WaitingRoomUpdate};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-pub use view::{EventSummary, EventView, SectionView};
+pub use view::{EventSummary, EventView, SectionView, WaitingRoomView};
 
 use crate::access;
 use crate::auth::{AuthUser, MaybeAuthUser};
@@ -62,6 +63,33 @@ pub struct NewEvent {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1, maximum = 1_000)]
     pub max_tickets_per_user: Option<Option<u32>>,
+    /// The waiting room in front of the sale (off unless enabled).
+    pub waiting_room: Option<WaitingRoomInput>,
+}
+
+/// A waiting room's settings; an absent field keeps its value (or its default).
+#[derive(Deserialize, ToSchema, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"enabled": true, "admitPerMinute": 1000, "passTtlSeconds": 600}))]
+pub struct WaitingRoomInput {
+    /// When on, buyers join `/events/{id}/queue` and hold only once let in (default off).
+    pub enabled: Option<bool>,
+    /// Buyers let in per minute, 1 to 600000 (default 1000).
+    #[schema(minimum = 1, maximum = 600_000)]
+    pub admit_per_minute: Option<u32>,
+    /// How long a buyer let in may start holding, 10 to 7200 seconds (default 600).
+    #[schema(minimum = 10, maximum = 7_200)]
+    pub pass_ttl_seconds: Option<u32>,
+}
+
+impl From<WaitingRoomInput> for WaitingRoomUpdate {
+    fn from(w: WaitingRoomInput) -> Self {
+        WaitingRoomUpdate {
+            enabled: w.enabled,
+            admit_per_minute: w.admit_per_minute,
+            pass_ttl_seconds: w.pass_ttl_seconds,
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -90,6 +118,8 @@ pub struct EventUpdate {
     /// INVALID_STATUS_TRANSITION).
     #[schema(pattern = "^(DRAFT|ON_SALE|SOLD_OUT|CANCELLED|COMPLETED)$")]
     pub status: Option<String>,
+    /// Changes to the waiting room; absent fields keep their values.
+    pub waiting_room: Option<WaitingRoomInput>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -187,10 +217,14 @@ pub async fn create(
             limits::MAX_TICKETS_PER_USER
         )));
     }
+    let room = WaitingRoomRules::default()
+        .with(body.waiting_room.unwrap_or_default().into())
+        .map_err(|refusal| ApiError::validation(refusal.to_string()))?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (event_name, event_date, venue_id, created_by, sale_start_time,
-                             hold_ttl_seconds, max_tickets_per_user)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                             hold_ttl_seconds, max_tickets_per_user, waiting_room_enabled,
+                             queue_admit_per_minute, queue_pass_ttl_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(name)
     .bind(body.event_date)
@@ -199,6 +233,9 @@ pub async fn create(
     .bind(body.sale_start_time)
     .bind(ttl as i32)
     .bind(max.map(|max| max as i32))
+    .bind(room.enabled)
+    .bind(room.admit_per_minute as i32)
+    .bind(room.pass_ttl_seconds as i32)
     .fetch_one(&state.pool)
     .await
     .map_err(map_venue_fk)?;
@@ -379,6 +416,7 @@ pub async fn update(
         sale_start_ms: body.sale_start_time.map(|t| t.timestamp_millis()),
         hold_ttl_seconds: body.hold_ttl_seconds,
         max_tickets_per_user: body.max_tickets_per_user,
+        waiting_room: body.waiting_room.unwrap_or_default().into(),
     };
     if rules != SettingsUpdate::default() {
         // Selling rules belong to the event's actor: it applies them and persists them.

@@ -40,6 +40,19 @@ pub struct EventView {
     pub available_seats: i32,
     pub created_by: i64,
     pub sections: Vec<SectionView>,
+    pub waiting_room: WaitingRoomView,
+}
+
+/// An event's waiting room settings.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingRoomView {
+    /// Whether holds need a pass from `/events/{id}/queue`.
+    pub enabled: bool,
+    /// Buyers let in per minute.
+    pub admit_per_minute: i32,
+    /// How long a pass lets its buyer start holding.
+    pub pass_ttl_seconds: i32,
 }
 
 /// An event as listings show it: only the listing's fields are selected.
@@ -68,6 +81,9 @@ struct EventRow {
     max_tickets_per_user: Option<i32>,
     available_seats: i32,
     created_by: i64,
+    waiting_room_enabled: bool,
+    queue_admit_per_minute: i32,
+    queue_pass_ttl_seconds: i32,
 }
 
 /// Loads an event with its sections (two queries, no N+1).
@@ -75,7 +91,8 @@ pub async fn load(pool: &PgPool, event_id: i64) -> Result<EventView, ApiError> {
     let row: EventRow = sqlx::query_as(
         "SELECT e.id, e.event_name, e.event_date, e.venue_id, v.name AS venue_name, e.status,
                 e.sale_start_time, e.hold_ttl_seconds, e.max_tickets_per_user, e.available_seats,
-                e.created_by
+                e.created_by, e.waiting_room_enabled, e.queue_admit_per_minute,
+                e.queue_pass_ttl_seconds
          FROM events e LEFT JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
     )
     .bind(event_id)
@@ -102,6 +119,11 @@ pub async fn load(pool: &PgPool, event_id: i64) -> Result<EventView, ApiError> {
         available_seats: row.available_seats,
         created_by: row.created_by,
         sections,
+        waiting_room: WaitingRoomView {
+            enabled: row.waiting_room_enabled,
+            admit_per_minute: row.queue_admit_per_minute,
+            pass_ttl_seconds: row.queue_pass_ttl_seconds,
+        },
     })
 }
 

@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod observability;
+mod queue;
 mod reservations;
 mod rules;
 mod sections;

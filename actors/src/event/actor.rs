@@ -84,6 +84,8 @@ pub struct EventState {
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// This event's (available, held, booked) as last added to the node-wide gauges.
     reported_seats: (u32, u32, u32),
+    /// This event's buyers in line as last added to the node-wide gauge.
+    reported_waiting: usize,
 }
 
 impl Actor for EventActor {
@@ -111,6 +113,7 @@ impl Actor for EventActor {
             last_request: Instant::now(),
             drain_waiters: Vec::new(),
             reported_seats: (0, 0, 0),
+            reported_waiting: 0,
         };
         state.open.add(args.pending);
         state.publish(true);
@@ -136,6 +139,16 @@ impl Actor for EventActor {
     ) -> Result<(), ActorProcessingErr> {
         let now_ms = state.ctx.clock.now_ms();
         state.expire(now_ms);
+        let queue_changes = state.inventory.advance_queue(now_ms);
+        state.open.add(queue_changes);
+        if let Some(visibility) = state.inventory.queue_visibility() {
+            // The draw and admissions are shown to buyers once durable, never before.
+            state.open.park(Box::new(move |outcome| {
+                if outcome.is_ok() {
+                    visibility.show();
+                }
+            }));
+        }
         if message.is_request() {
             state.last_request = Instant::now();
         }
@@ -158,6 +171,10 @@ impl Actor for EventActor {
             }
             EventMessage::UpdateSettings(update, reply) => {
                 let decision = state.inventory.update_settings(update);
+                state.decide(decision, reply);
+            }
+            EventMessage::JoinQueue(user_id, reply) => {
+                let decision = state.inventory.join_queue(user_id, now_ms);
                 state.decide(decision, reply);
             }
             EventMessage::Sync(reply) => state.decide(Ok(((), Vec::new())), reply),
@@ -301,6 +318,7 @@ impl EventState {
     fn is_idle(&self) -> bool {
         self.last_request.elapsed() >= self.ctx.config.idle_timeout()
             && self.inventory.active_holds() == 0
+            && self.inventory.queue_is_idle()
             && self.is_quiet()
             && self.drain_waiters.is_empty()
     }
@@ -424,10 +442,17 @@ impl EventState {
         });
     }
 
-    /// Arms the expiry timer for the earliest hold, unless it is armed early enough already.
+    /// Arms the expiry timer for the earliest hold or the waiting room's next step (the
+    /// draw, an admission tick, a pass running out), unless it is armed early enough already.
     fn schedule_expiry(&mut self, myself: &ActorRef<EventMessage>) {
-        let Some(next_ms) = self.inventory.next_expiry_ms() else {
-            return;
+        let now_ms = self.ctx.clock.now_ms();
+        let next_ms = match (
+            self.inventory.next_expiry_ms(),
+            self.inventory.next_queue_wakeup_ms(now_ms),
+        ) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
         };
         if self
             .expiry_timer
@@ -440,7 +465,7 @@ impl EventState {
             timer.abort();
         }
         // One millisecond late rather than early: the clock reads whole milliseconds.
-        let delay_ms = (next_ms - self.ctx.clock.now_ms()).max(0) as u64 + 1;
+        let delay_ms = (next_ms - now_ms).max(0) as u64 + 1;
         let timer = myself.send_after(Duration::from_millis(delay_ms), || EventMessage::Expire);
         self.expiry_timer = Some((next_ms, timer));
     }
@@ -450,6 +475,8 @@ impl EventState {
         if !refresh_seats && self.inventory.version() == self.published_version {
             return;
         }
+        self.inventory.publish_queue(self.ctx.clock.now_ms());
+        self.report_queue(self.inventory.queue_waiting());
         let snapshot = self.inventory.snapshot(refresh_seats);
         self.report_seats((snapshot.available, snapshot.held, snapshot.booked));
         self.published_version = snapshot.version;
@@ -473,6 +500,15 @@ impl EventState {
         self.reported_seats = now;
     }
 
+    /// Moves the node-wide waiting-room gauge by this event's change since it last reported.
+    fn report_queue(&mut self, waiting: usize) {
+        if waiting != self.reported_waiting {
+            metrics::gauge!("boxoffice_queue_waiting")
+                .increment(waiting as f64 - self.reported_waiting as f64);
+            self.reported_waiting = waiting;
+        }
+    }
+
     fn cancel_timers(&mut self) {
         if let Some((_, timer)) = self.expiry_timer.take() {
             timer.abort();
@@ -489,5 +525,8 @@ impl Drop for EventState {
         // take this event out of the node-wide gauges.
         self.cancel_timers();
         self.report_seats((0, 0, 0));
+        self.report_queue(0);
+        // Readers holding this actor's board move on to the next actor's.
+        self.inventory.retire_queue();
     }
 }

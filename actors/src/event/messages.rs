@@ -7,8 +7,9 @@ use crate::error::EngineError;
 use crate::inventory::{EventRules, SectionSnapshot};
 use crate::types::{
     BookingId, BookingOutcome, BookingView, ConfirmRequest, DiscountView, HoldId, HoldOutcome,
-    HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate,
+    HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate, UserId,
 };
+use crate::waiting_room::QueueView;
 
 /// Where an answer goes.
 pub type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
@@ -29,6 +30,8 @@ pub enum EventMessage {
     AddDiscount(NewDiscount, Reply<DiscountView>),
     /// Change status or selling rules.
     UpdateSettings(SettingsUpdate, Reply<EventRules>),
+    /// Join the waiting room (or hear where one stands in it).
+    JoinQueue(UserId, Reply<QueueView>),
     /// Answers once every decision made before it is durable: a write barrier.
     Sync(Reply<()>),
     /// The expiry timer fired.

@@ -310,20 +310,24 @@ impl Inventory {
         if let Some(start) = update.sale_start_ms {
             rules.sale_start_ms = start;
         }
+        rules.waiting_room = rules.waiting_room.with(update.waiting_room)?;
         let mut changes = Vec::new();
         if (
             rules.sale_start_ms,
             rules.hold_ttl_seconds,
             rules.max_tickets_per_user,
+            rules.waiting_room,
         ) != (
             self.rules.sale_start_ms,
             self.rules.hold_ttl_seconds,
             self.rules.max_tickets_per_user,
+            self.rules.waiting_room,
         ) {
             changes.push(Change::EventSettings {
                 sale_start_ms: rules.sale_start_ms,
                 hold_ttl_seconds: rules.hold_ttl_seconds,
                 max_tickets_per_user: rules.max_tickets_per_user,
+                waiting_room: rules.waiting_room,
             });
         }
         self.rules = rules;

@@ -9,6 +9,7 @@ use crate::types::{
     BookingId, BookingStatus, DiscountAmount, DiscountId, EventStatus, HoldId, HoldStatus, SeatId,
     SeatStatus, SectionId, SectionKind, UserId,
 };
+use crate::waiting_room::{QueueChange, WaitingRoomRules};
 
 /// A new `reservations` row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +117,7 @@ pub enum Change {
         sale_start_ms: i64,
         hold_ttl_seconds: u32,
         max_tickets_per_user: Option<u32>,
+        waiting_room: WaitingRoomRules,
     },
     /// Insert a booking.
     BookingCreated(BookingRow),
@@ -127,4 +129,6 @@ pub enum Change {
     SectionCreated(SectionRow),
     /// Insert a discount.
     DiscountCreated(DiscountRow),
+    /// A waiting-room row change.
+    Queue(QueueChange),
 }

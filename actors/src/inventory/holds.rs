@@ -37,15 +37,26 @@ impl Inventory {
         if let Some(first) = self.replay_hold(&request, fingerprint.as_deref())? {
             return Ok((first, Vec::new()));
         }
+        // With the waiting room on, a hold needs a good pass (checked before anything else,
+        // so that a buyer without one learns nothing about the seats).
+        let first_use = match self.rules.waiting_room.enabled {
+            true => self.queue.check_pass(request.user_id, now_ms)?,
+            false => false,
+        };
+        let user_id = request.user_id;
         let (section_id, positions) = self.check_hold(&request, now_ms)?;
-        Ok(self.apply_hold(
+        let (outcome, mut changes) = self.apply_hold(
             request,
             fingerprint,
             hold_id,
             section_id,
             &positions,
             now_ms,
-        ))
+        );
+        if first_use {
+            changes.push(Change::Queue(self.queue.use_pass(user_id, now_ms)));
+        }
+        Ok((outcome, changes))
     }
 
     /// The first answer when this is a retry of a keyed request; `IdempotencyKeyReused` when

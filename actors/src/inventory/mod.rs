@@ -12,6 +12,7 @@ mod bookings;
 mod changes;
 mod holds;
 mod invariants;
+mod queue;
 mod restore;
 mod seat_map;
 mod snapshot;
@@ -31,6 +32,7 @@ use crate::types::{
     BookingId, BookingView, DiscountView, EventId, EventStatus, HoldId, HoldView, SeatId,
     SeatStatus, SectionId, SectionKind, UserId,
 };
+use crate::waiting_room::{WaitingRoom, WaitingRoomRules};
 
 /// What an operation decided: its answer and the row changes to persist.
 pub type Decision<T> = Result<(T, Vec<Change>), Refusal>;
@@ -43,6 +45,8 @@ pub struct EventRules {
     pub hold_ttl_seconds: u32,
     /// Tickets (held + booked) one buyer may have; `None`: no limit.
     pub max_tickets_per_user: Option<u32>,
+    /// The waiting room in front of the sale.
+    pub waiting_room: WaitingRoomRules,
 }
 
 /// One section and its counts. `available` is derived: capacity − held − booked.
@@ -207,6 +211,8 @@ pub struct Inventory {
     pub(crate) last_event_counts: Option<(u32, EventStatus)>,
     /// Bumped on every change.
     pub(crate) version: u64,
+    /// The waiting room (used only while `rules.waiting_room.enabled`).
+    pub(crate) queue: WaitingRoom,
 }
 
 impl Inventory {
@@ -225,6 +231,7 @@ impl Inventory {
             booking_keys: HashMap::new(),
             last_event_counts: None,
             version: 0,
+            queue: WaitingRoom::default(),
         }
     }
 
@@ -357,6 +364,7 @@ pub(crate) mod test_support {
                 sale_start_ms: T0 - 1,
                 hold_ttl_seconds: 60,
                 max_tickets_per_user: Some(max_per_user),
+                waiting_room: WaitingRoomRules::default(),
             },
         );
         inv.add_section(

@@ -12,6 +12,7 @@ use crate::types::{
     BookingId, BookingItem, BookingStatus, BookingView, DiscountView, EventId, HoldStatus,
     HoldView, SectionId, SectionKind,
 };
+use crate::waiting_room::{RestoredEntry, WaitingRoom};
 
 /// A section as stored.
 #[derive(Clone, Debug)]
@@ -59,6 +60,8 @@ pub struct Restored {
     pub holds: Vec<RestoredHold>,
     pub bookings: Vec<RestoredBooking>,
     pub discounts: Vec<DiscountView>,
+    /// The waiting room's entries.
+    pub queue: Vec<RestoredEntry>,
 }
 
 impl Inventory {
@@ -126,6 +129,7 @@ impl Inventory {
             }
         }
         inv.check_invariants()?;
+        inv.queue = WaitingRoom::restore(stored.queue, now_ms)?;
 
         let mut changes = Vec::new();
         for (id, counts) in stored_counts {
@@ -322,6 +326,7 @@ mod tests {
             holds,
             bookings,
             discounts: inv.discounts.values().cloned().collect(),
+            queue: Vec::new(),
         }
     }
 

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use crate::error::EngineError;
 use crate::inventory::{BookingRow, Change, DiscountRow, HoldRow, SectionRow};
 use crate::types::{
-    BookingId, DiscountId, EventStatus, HoldId, HoldStatus, SeatId, SeatStatus, SectionId,
+    BookingId, DiscountId, EventStatus, HoldId, HoldStatus, SeatId, SeatStatus, SectionId, UserId,
 };
+use crate::waiting_room::{QueueChange, QueueRow, WaitingRoomRules};
 
 /// A reply waiting for its batch to commit: called with `Ok` after COMMIT, or with the error
 /// that kept the batch from committing.
@@ -55,6 +56,16 @@ pub struct EventSettings {
     pub sale_start_ms: i64,
     pub hold_ttl_seconds: u32,
     pub max_tickets_per_user: Option<u32>,
+    pub waiting_room: WaitingRoomRules,
+}
+
+/// One tick's admissions: ranks `from_rank..to_rank`, let in at `at_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueAdmission {
+    pub from_rank: u32,
+    pub to_rank: u32,
+    pub at_ms: i64,
+    pub pass_expires_at_ms: i64,
 }
 
 /// Coalesced row changes, ready to be written with one bulk statement per table.
@@ -78,6 +89,14 @@ pub struct Writes {
     pub event: Option<EventCounts>,
     /// The event's rules, when they changed.
     pub settings: Option<EventSettings>,
+    /// New waiting-room entries.
+    pub queue_new: Vec<QueueRow>,
+    /// Ranks given by the draw: (buyer, rank).
+    pub queue_ranked: Vec<(UserId, u32)>,
+    /// Admissions, in order (their rank ranges never overlap).
+    pub queue_admitted: Vec<QueueAdmission>,
+    /// Passes used for the first time, and when.
+    pub queue_used: HashMap<UserId, i64>,
     /// Where each new hold / booking sits in its vector, for coalescing.
     hold_index: HashMap<HoldId, usize>,
     booking_index: HashMap<BookingId, usize>,
@@ -97,6 +116,10 @@ impl Writes {
             && self.discounts_used.is_empty()
             && self.event.is_none()
             && self.settings.is_none()
+            && self.queue_new.is_empty()
+            && self.queue_ranked.is_empty()
+            && self.queue_admitted.is_empty()
+            && self.queue_used.is_empty()
     }
 
     /// Rows this batch writes (after coalescing), seats of new sections included.
@@ -116,6 +139,10 @@ impl Writes {
             + self.booking_cancels.len()
             + self.discounts_used.len()
             + usize::from(self.event.is_some() || self.settings.is_some())
+            + self.queue_new.len()
+            + self.queue_ranked.len()
+            + self.queue_admitted.len()
+            + self.queue_used.len()
     }
 
     fn add(&mut self, change: Change) {
@@ -184,11 +211,13 @@ impl Writes {
                 sale_start_ms,
                 hold_ttl_seconds,
                 max_tickets_per_user,
+                waiting_room,
             } => {
                 self.settings = Some(EventSettings {
                     sale_start_ms,
                     hold_ttl_seconds,
                     max_tickets_per_user,
+                    waiting_room,
                 })
             }
             Change::BookingCreated(row) => {
@@ -212,6 +241,30 @@ impl Writes {
             }
             Change::SectionCreated(row) => self.sections_new.push(row),
             Change::DiscountCreated(row) => self.discounts_new.push(row),
+            Change::Queue(QueueChange::Joined(row)) => self.queue_new.push(row),
+            Change::Queue(QueueChange::Ranked {
+                user_ids,
+                first_rank,
+            }) => {
+                let ranks = (first_rank..)
+                    .zip(user_ids)
+                    .map(|(rank, user)| (user, rank));
+                self.queue_ranked.extend(ranks);
+            }
+            Change::Queue(QueueChange::Admitted {
+                from_rank,
+                to_rank,
+                at_ms,
+                pass_expires_at_ms,
+            }) => self.queue_admitted.push(QueueAdmission {
+                from_rank,
+                to_rank,
+                at_ms,
+                pass_expires_at_ms,
+            }),
+            Change::Queue(QueueChange::PassUsed { user_id, at_ms }) => {
+                self.queue_used.entry(user_id).or_insert(at_ms);
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ pub async fn write(
     update_sections(&mut tx, w).await?;
     cancel_bookings(&mut tx, w).await?;
     update_discounts(&mut tx, w).await?;
+    write_queue(&mut tx, event_id, w).await?;
     enqueue_jobs(&mut tx, event_id, w).await?;
     tx.commit().await?;
     Ok(())
@@ -429,6 +430,7 @@ async fn update_event(
     let max = w
         .settings
         .and_then(|s| s.max_tickets_per_user.map(|m| m as i32));
+    let room = w.settings.map(|s| s.waiting_room);
     let settings_changed = w.settings.is_some();
     let changed = w.event.is_some() || w.settings.is_some();
     let updated = sqlx::query(
@@ -438,6 +440,9 @@ async fn update_event(
              sale_start_time = COALESCE($5, sale_start_time),
              hold_ttl_seconds = COALESCE($6, hold_ttl_seconds),
              max_tickets_per_user = CASE WHEN $9::boolean THEN $7::int ELSE max_tickets_per_user END,
+             waiting_room_enabled = COALESCE($10, waiting_room_enabled),
+             queue_admit_per_minute = COALESCE($11, queue_admit_per_minute),
+             queue_pass_ttl_seconds = COALESCE($12, queue_pass_ttl_seconds),
              version = version + $8::int,
              updated_at = CASE WHEN $8::int = 1 THEN now() ELSE updated_at END
          WHERE id = $1 AND owner_epoch = $2",
@@ -451,9 +456,94 @@ async fn update_event(
     .bind(max)
     .bind(i32::from(changed))
     .bind(settings_changed)
+    .bind(room.map(|r| r.enabled))
+    .bind(room.map(|r| r.admit_per_minute as i32))
+    .bind(room.map(|r| r.pass_ttl_seconds as i32))
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected())
+}
+
+/// The waiting room's rows: new entries, the draw's ranks, admissions (one rank range per
+/// tick, however many buyers it lets in) and passes used. In that order: a buyer may join,
+/// be placed and be let in within one batch.
+async fn write_queue(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<(), sqlx::Error> {
+    if !w.queue_new.is_empty() {
+        let rows = &w.queue_new;
+        sqlx::query(
+            "INSERT INTO queue_entries (event_id, user_id, arrival_seq, early, rank, joined_at)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::boolean[], $5::int[],
+                                      $6::timestamptz[])",
+        )
+        .bind(event_id)
+        .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.arrival_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.early).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.rank.map(|k| k as i32))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| to_timestamp(r.joined_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.queue_ranked.is_empty() {
+        let (users, ranks): (Vec<i64>, Vec<i32>) =
+            w.queue_ranked.iter().map(|&(u, r)| (u, r as i32)).unzip();
+        sqlx::query(
+            "UPDATE queue_entries q SET rank = d.rank
+             FROM UNNEST($2::bigint[], $3::int[]) AS d(user_id, rank)
+             WHERE q.event_id = $1 AND q.user_id = d.user_id",
+        )
+        .bind(event_id)
+        .bind(users)
+        .bind(ranks)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.queue_admitted.is_empty() {
+        let a = &w.queue_admitted;
+        sqlx::query(
+            "UPDATE queue_entries q SET admitted_at = t.at, pass_expires_at = t.expires
+             FROM UNNEST($2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[])
+                  AS t(lo, hi, at, expires)
+             WHERE q.event_id = $1 AND q.rank >= t.lo AND q.rank < t.hi",
+        )
+        .bind(event_id)
+        .bind(a.iter().map(|t| t.from_rank as i32).collect::<Vec<_>>())
+        .bind(a.iter().map(|t| t.to_rank as i32).collect::<Vec<_>>())
+        .bind(a.iter().map(|t| to_timestamp(t.at_ms)).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|t| to_timestamp(t.pass_expires_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.queue_used.is_empty() {
+        let (users, at): (Vec<i64>, Vec<_>) = w
+            .queue_used
+            .iter()
+            .map(|(&u, &at)| (u, to_timestamp(at)))
+            .unzip();
+        sqlx::query(
+            "UPDATE queue_entries q SET pass_used_at = u.at
+             FROM UNNEST($2::bigint[], $3::timestamptz[]) AS u(user_id, at)
+             WHERE q.event_id = $1 AND q.user_id = u.user_id",
+        )
+        .bind(event_id)
+        .bind(users)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Background jobs for bookings made or cancelled in this batch, in the same transaction

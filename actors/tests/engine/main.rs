@@ -6,5 +6,6 @@ mod burst;
 mod expiry;
 mod faults;
 mod feed;
+mod queue;
 mod shutdown;
 mod support;
