@@ -11,13 +11,17 @@
 //! - `browse`: `GET /health/live` and then `GET /events/{id}/inventory`, same concurrency,
 //!   to compare inventory reads with the cheapest route there is;
 //! - `ops`: the performance guide's four "Optimization Wins" operations one after another — get event
-//!   inventory, confirm booking, list user bookings, validate discount.
+//!   inventory, confirm booking, list user bookings, validate discount;
+//! - `queue`: an on-sale through the waiting room (`queue`): every buyer joins at once,
+//!   follows their place, holds 1–4 GENERAL tickets (of `--seats`) and books them when let
+//!   in, until the line is told SOLD_OUT.
 //!
 //! With `--subscribers N`, N seat maps follow the event's live stream throughout (`watch`)
 //! and must each end showing exactly what PostgreSQL holds.
 
 mod drive;
 mod http;
+mod queue;
 mod setup;
 mod stats;
 mod watch;
@@ -44,6 +48,7 @@ pub enum Scenario {
     Sellout,
     Browse,
     Ops,
+    Queue,
 }
 
 impl Scenario {
@@ -54,6 +59,7 @@ impl Scenario {
             Scenario::Sellout => "sellout",
             Scenario::Browse => "browse",
             Scenario::Ops => "ops",
+            Scenario::Queue => "queue",
         }
     }
 }
@@ -122,6 +128,12 @@ pub struct LoadtestArgs {
     /// starts); each must end showing exactly what PostgreSQL holds.
     #[arg(long, default_value_t = 0)]
     pub subscribers: usize,
+    /// Queue: buyers let in per minute.
+    #[arg(long, default_value_t = 6_000)]
+    pub admit_per_minute: u32,
+    /// Queue: how often a waiting buyer asks for their place, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub poll_ms: u64,
     /// Keep the run's event and accounts afterwards. By default they are deleted once the
     /// checks pass (a failed run keeps them, for inspection).
     #[arg(long)]
@@ -172,6 +184,7 @@ struct Report {
     generator_skipped: u64,
     server_memory: Option<Memory>,
     subscribers: Option<watch::WatchReport>,
+    queue: Option<queue::QueueReport>,
     violations: Vec<String>,
     missing_holds: usize,
     missing_bookings: usize,
@@ -278,11 +291,22 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
                 hold_ttl_seconds: 3600,
                 discount: args.scenario == Scenario::Ops,
             },
-            match args.scenario {
+            Some(match args.scenario {
                 Scenario::HotGa => Action::HotGaHold,
                 Scenario::Ops => Action::Confirm,
                 _ => Action::Read,
+            }),
+        ),
+        Scenario::Queue => (
+            setup::EventPlan {
+                name: "Load test (queue)".into(),
+                section: json!({"name": "Floor", "type": "GENERAL", "capacity": args.seats, "priceCents": 5000}),
+                max_tickets_per_user: 4,
+                hold_ttl_seconds: 600,
+                discount: false,
             },
+            // The crowd is driven by `queue`, not by the generic loops.
+            None,
         ),
         Scenario::Sellout => (
             setup::EventPlan {
@@ -293,7 +317,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
                 hold_ttl_seconds: 10,
                 discount: true,
             },
-            Action::SelloutBuy,
+            Some(Action::SelloutBuy),
         ),
     };
     let plan = setup::EventPlan {
@@ -401,6 +425,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         generator_skipped: 0,
         server_memory: None,
         subscribers: None,
+        queue: None,
         violations: Vec::new(),
         missing_holds: 0,
         missing_bookings: 0,
@@ -449,7 +474,16 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
             stats.merge(s);
         }
         report.seconds = 4.0 * phase.as_secs_f64();
-    } else if action == Action::Read {
+    } else if args.scenario == Scenario::Queue {
+        let (s, queue_report) = run_queue(&args, &pool, &keys, &client, &target, &prepared).await?;
+        report.seconds =
+            queue_report.joins.requests as f64 / queue_report.joins.requests_per_second.max(1e-9);
+        report.holds = Some(s.holds.summary(report.seconds));
+        report.confirms = Some(s.confirms.summary(report.seconds));
+        report.sold_out_after_seconds = queue_report.drained_after_seconds;
+        report.queue = Some(queue_report);
+        stats = s;
+    } else if action == Some(Action::Read) {
         let half = Duration::from_millis(args.duration * 1000 / 2);
         let health = ctx(Action::Read, "/health/live".into(), half);
         let (h, _) = drive(health.clone()).await;
@@ -463,6 +497,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         report.inventory_reads = Some(i.reads.summary(secs));
         report.seconds = 2.0 * secs;
     } else {
+        let action = action.expect("every scenario but queue has an action");
         let run = ctx(action, String::new(), Duration::from_secs(args.duration));
         let (s, skipped) = drive(run.clone()).await;
         run.progress.finish_and_clear();
@@ -515,6 +550,23 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     .await?;
     report.capacity = capacity;
     report.booked = booked;
+    if let Some(q) = &report.queue {
+        if q.still_waiting == 0 && booked != capacity {
+            report.violations.push(format!(
+                "the line was drained with {booked} booked of {capacity}"
+            ));
+        }
+        let entries: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM queue_entries WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_one(&pool)
+                .await?;
+        if entries != q.buyers as i64 {
+            report
+                .violations
+                .push(format!("{entries} queue entries for {} buyers", q.buyers));
+        }
+    }
     if args.scenario == Scenario::Sellout
         && report.sold_out_after_seconds.is_some()
         && booked != capacity
@@ -575,6 +627,60 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The queue scenario: the baseline on an event nobody queues for, then the crowd.
+async fn run_queue(
+    args: &LoadtestArgs,
+    pool: &sqlx::PgPool,
+    keys: &Keys,
+    client: &reqwest::Client,
+    target: &str,
+    prepared: &setup::Prepared,
+) -> anyhow::Result<(Stats, queue::QueueReport)> {
+    let http = http::Http::new(target)?;
+    let idle = setup::prepare(
+        pool,
+        keys,
+        client,
+        target,
+        1,
+        setup::EventPlan {
+            name: "Load test (queue baseline)".into(),
+            section: json!({"name": "Floor", "type": "GENERAL", "capacity": 1_000_000, "priceCents": 5000}),
+            max_tickets_per_user: 1000,
+            hold_ttl_seconds: 600,
+            discount: false,
+        },
+    )
+    .await?;
+    let unloaded =
+        queue::unloaded_holds(&http, idle.event_id, idle.section_id, &idle.buyer_tokens[0]).await;
+    setup::clean_up(pool, client, target, &idle).await?;
+    setup::open_waiting_room(client, target, prepared, args.admit_per_minute).await?;
+    if !args.json {
+        eprintln!(
+            "[run] {} buyers join event {} at once; {} let in a minute",
+            prepared.buyer_tokens.len(),
+            prepared.event_id,
+            args.admit_per_minute
+        );
+    }
+    let started = Instant::now();
+    let crowd = Arc::new(queue::Crowd {
+        http,
+        event_id: prepared.event_id,
+        section_id: prepared.section_id,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        deadline: started + Duration::from_secs(args.duration),
+        started,
+        drained_after_us: AtomicU64::new(0),
+    });
+    let (stats, mut report) = queue::crowd(crowd, &prepared.buyer_tokens).await;
+    report.admit_per_minute = args.admit_per_minute;
+    report.unloaded_holds = unloaded.summary(1.0);
+    report.hold_p99_ratio = report.admitted_holds.p99_ms / report.unloaded_holds.p99_ms.max(1e-3);
+    Ok((stats, report))
 }
 
 fn print_table(r: &Report) {

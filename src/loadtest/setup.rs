@@ -153,6 +153,24 @@ pub async fn prepare(
     })
 }
 
+/// Turns the waiting room of a prepared event on, at `admit_per_minute`.
+pub async fn open_waiting_room(
+    client: &reqwest::Client,
+    target: &str,
+    prepared: &Prepared,
+    admit_per_minute: u32,
+) -> anyhow::Result<()> {
+    send(
+        client,
+        reqwest::Method::PATCH,
+        format!("{target}/events/{}", prepared.event_id),
+        &prepared.organizer_token,
+        json!({"waitingRoom": {"enabled": true, "admitPerMinute": admit_per_minute, "passTtlSeconds": 60}}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Removes what [`prepare`] made, so that load tests leave no events or accounts in the
 /// server's listings: the event is cancelled through the API first (its actor stops
 /// selling), then its rows and the run's accounts are deleted in one transaction. The event

@@ -114,3 +114,62 @@ async fn stream_subscribers_follow_a_sellout_to_what_postgres_holds() {
         "changes reached them, not only the first state: {report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sellout_through_the_waiting_room_sells_exactly_out_and_tells_the_line() {
+    let db = TestDb::create().await;
+    let server = Server::start(&db.url(), free_port()).await;
+    // 400 buyers for 300 tickets (1–4 each): about half the line is let in, the rest is
+    // told SOLD_OUT. 3,000 a minute lets them in over a few seconds while the rest wait.
+    let run = [
+        "--scenario",
+        "queue",
+        "--buyers",
+        "400",
+        "--seats",
+        "300",
+        "--admit-per-minute",
+        "3000",
+        "--poll-ms",
+        "200",
+        "--duration",
+        "120",
+        "--json",
+        "--keep",
+    ];
+    let (ok, out) = loadtest(&db, &server, &run, &[]).await;
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("a JSON report");
+    assert_eq!(report["passed"], true, "{report}");
+    let queue = &report["queue"];
+    assert_eq!(queue["buyers"], 400);
+    assert_eq!(queue["stillWaiting"], 0, "the line was drained: {queue}");
+    assert!(queue["toldSoldOut"].as_u64().unwrap() > 0, "{queue}");
+    assert!(
+        queue["unloadedHolds"]["ok"].as_u64().unwrap() > 0,
+        "{queue}"
+    );
+    let event_id = report["eventId"].as_i64().unwrap();
+    // Sold exactly to capacity, in PostgreSQL: every ticket booked, every buyer one entry.
+    let (booked, capacity): (i64, i64) = sqlx::query_as(
+        "SELECT sum(booked)::bigint, sum(capacity)::bigint FROM event_sections WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((booked, capacity), (300, 300));
+    let (entries, admitted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(admitted_at) FROM queue_entries WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, 400);
+    assert_eq!(admitted as u64, queue["admitted"].as_u64().unwrap());
+    let broken = boxoffice_engine::audit::violations(&db.pool, event_id)
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+}

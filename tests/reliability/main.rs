@@ -6,5 +6,6 @@ mod crash;
 mod loadtest;
 mod outage;
 mod overload;
+mod queue;
 mod slow_clients;
 mod support;

@@ -21,7 +21,7 @@ fn stalled_wanted() -> usize {
 async fn stalled_headers_are_closed_and_buyers_are_served_throughout() {
     let db = TestDb::create().await;
     let port = free_port();
-    let server = Server::start_with(&db.url(), port, &[("HEADER_TIMEOUT_MS", "2000")]).await;
+    let server = Server::start_with(&db.url(), port, &[("HEADER_TIMEOUT_MS", "4000")]).await;
     // 40 buyers of at most 1,000 tickets each; each stops short of its limit.
     let scene = scene(&db, &server.url(""), 40, 1_000_000, 1_000).await;
 
@@ -37,9 +37,10 @@ async fn stalled_headers_are_closed_and_buyers_are_served_throughout() {
         let section_id = scene.section_id;
         buyers.push(tokio::spawn(async move {
             // A pooled connection is not reused after 1 s idle, well before the server's
-            // 2 s: on a starved machine a buyer's task may idle that long between requests,
-            // and reusing a connection the server is closing at that instant would fail
-            // the request for a reason that is the client's, not the server's.
+            // 4 s: on a starved machine a buyer's task may idle that long between requests
+            // (and learn of a response seconds after the server sent it), and reusing a
+            // connection the server is closing at that instant would fail the request for a
+            // reason that is the client's, not the server's.
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .pool_idle_timeout(Duration::from_millis(1000))
