@@ -41,6 +41,10 @@ pub fn init_logging(format: &str) {
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Waiting-room waits in seconds: an on-sale's line lasts seconds to hours.
+const QUEUE_WAIT_BUCKETS_SECONDS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
 /// Size buckets for batches.
 const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0,
@@ -52,8 +56,18 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // A full name is matched before any suffix.
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+                .set_buckets_for_metric(
+                    Matcher::Full("boxoffice_queue_wait_seconds".into()),
+                    QUEUE_WAIT_BUCKETS_SECONDS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_seconds".into()),
+                        LATENCY_BUCKETS_SECONDS,
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("_changes".into()), SIZE_BUCKETS)
                 })
@@ -259,6 +273,32 @@ fn describe_metrics() {
         "Always 1, labelled with this node's id (NODE_ID): joins a scrape target to its node"
     );
 
+    describe_gauge!(
+        "boxoffice_queue_waiting",
+        "Buyers in waiting-room lines on this node, not yet let in (early arrivals included)"
+    );
+    describe_counter!(
+        "boxoffice_queue_joins_total",
+        "Buyers who joined a waiting room"
+    );
+    describe_counter!(
+        "boxoffice_queue_admitted_total",
+        "Buyers let in by a waiting room (given a pass)"
+    );
+    describe_counter!(
+        "boxoffice_queue_passes_expired_total",
+        "Passes that ran out unused (each gives its place to the next buyer)"
+    );
+    describe_histogram!(
+        "boxoffice_queue_wait_seconds",
+        Unit::Seconds,
+        "How long a buyer waited in line, from joining (or the opening, for early arrivals) to being let in"
+    );
+    describe_gauge!(
+        "boxoffice_queue_stream_subscribers",
+        "Buyers following their place in line over Server-Sent Events on this node"
+    );
+
     for result in ["answered", "refused", "unreachable"] {
         metrics::counter!("boxoffice_cluster_forwards_total", "result" => result).absolute(0);
     }
@@ -284,11 +324,17 @@ fn describe_metrics() {
         "boxoffice_jobs_queued_total",
         "boxoffice_http_connections_timed_out_total",
         "boxoffice_http_requests_paced_total",
+        "boxoffice_queue_joins_total",
+        "boxoffice_queue_admitted_total",
+        "boxoffice_queue_passes_expired_total",
     ] {
         metrics::counter!(name).absolute(0);
     }
     metrics::gauge!("boxoffice_http_connections").set(0.0);
     metrics::gauge!("boxoffice_stream_subscribers").set(0.0);
+    // Moved by each event's actor by its own change: never set, or one would wipe the others.
+    metrics::gauge!("boxoffice_queue_waiting").increment(0.0);
+    metrics::gauge!("boxoffice_queue_stream_subscribers").increment(0.0);
     metrics::counter!("boxoffice_stream_subscribers_dropped_total", "reason" => "slow").absolute(0);
     for start in ["state", "resumed"] {
         metrics::counter!("boxoffice_stream_subscriptions_total", "start" => start).absolute(0);

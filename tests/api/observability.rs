@@ -179,6 +179,39 @@ async fn exercise(app: &TestApp) {
         json!({"type": "GENERAL", "sectionId": general, "quantity": 1}),
     )
     .await;
+    // A waiting room: a buyer joins, is let in, holds (the queue's series).
+    let (queued, queued_floor, _) = app.event_on_sale(&organizer, 4, 1, 1, 4).await;
+    let r = app
+        .patch(
+            &format!("/events/{queued}"),
+            &organizer,
+            json!({"waitingRoom": {"enabled": true, "admitPerMinute": 600_000}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let joined = app
+        .post(&format!("/events/{queued}/queue"), Some(&other), json!({}))
+        .await;
+    assert_eq!(joined.status(), 200);
+    for _ in 0..1500 {
+        let me = data(
+            app.get_as(&format!("/events/{queued}/queue/me"), &other)
+                .await,
+        )
+        .await;
+        if me["status"] == "ADMITTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let held = app
+        .post(
+            &format!("/events/{queued}/reservations"),
+            Some(&other),
+            json!({"type": "GENERAL", "sectionId": queued_floor, "quantity": 1}),
+        )
+        .await;
+    assert_eq!(held.status(), 201, "let in, then held");
     // Let the job worker deliver the booking's jobs (up to 30 s on a busy machine).
     for _ in 0..600 {
         let pending: i64 =
