@@ -3,7 +3,7 @@
 //! `web/` (no bundler): edit them and rebuild.
 //!
 //! The page only speaks the public API: `/auth/login`, `/events`, the live inventory stream,
-//! `/reservations`, `/bookings`. A Content-Security-Policy of `'self'` makes sure it never
+//! the waiting room (`/events/{id}/queue`), `/reservations`, `/bookings`. A Content-Security-Policy of `'self'` makes sure it never
 //! loads anything from elsewhere.
 
 use axum::extract::Path;
@@ -36,6 +36,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "seatmap.js",
         "text/javascript; charset=utf-8",
         include_str!("../web/seatmap.js"),
+    ),
+    (
+        "queue.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/queue.js"),
     ),
     (
         "app.css",

@@ -3,6 +3,7 @@
 
 import { call, token, signIn, signOut, register, idempotencyKey, ApiError } from "./api.js";
 import { LiveInventory } from "./seatmap.js";
+import { WaitingRoom } from "./queue.js";
 
 const app = document.getElementById("app");
 const notice = document.getElementById("notice");
@@ -75,6 +76,11 @@ async function eventView(id) {
   const holdPanel = el("aside", { class: "hold card", id: "hold", "aria-live": "polite" });
   const live = new LiveInventory(event.id, map, () => drawSelection());
   const selectionBar = el("div", { class: "selection" });
+  const queue = new WaitingRoom(event, () => {
+    for (const button of holdButtons) button.disabled = !queue.mayHold();
+    drawSelection();
+  });
+  const holdButtons = [];
   let hold = null;
   let timer = null;
 
@@ -82,7 +88,7 @@ async function eventView(id) {
     const seats = live.selection();
     selectionBar.replaceChildren(
       el("span", {}, seats.length ? `${seats.length} seat(s) selected` : "Select seats on the map, or ask for the best available."),
-      el("button", { type: "button", id: "hold-seats", disabled: !seats.length || !!hold, onclick: () => placeHold({ type: "SEATS", seatIds: seats }) }, "Hold selected seats"));
+      el("button", { type: "button", id: "hold-seats", disabled: !seats.length || !!hold || !queue.mayHold(), onclick: () => placeHold({ type: "SEATS", seatIds: seats }) }, "Hold selected seats"));
   }
 
   function addControls() {
@@ -91,12 +97,12 @@ async function eventView(id) {
       const qty = el("input", { type: "number", min: "1", max: String(event.maxTicketsPerUser || 100), value: "2", "aria-label": `Tickets in ${section.name}` });
       const isSeated = section.type === "RESERVED";
       const split = el("input", { type: "checkbox", "aria-label": "Accept seats apart" });
-      section.actions.append(qty,
-        isSeated ? el("label", {}, split, " seats apart are fine") : "",
-        el("button", { type: "button", onclick: () => placeHold(isSeated
+      const button = el("button", { type: "button", disabled: !queue.mayHold(), onclick: () => placeHold(isSeated
           ? { type: "BEST_AVAILABLE", sectionId: section.id, quantity: Number(qty.value), allowSplit: split.checked }
           : { type: "GENERAL", sectionId: section.id, quantity: Number(qty.value) }) },
-          isSeated ? "Best available" : "Hold tickets"));
+          isSeated ? "Best available" : "Hold tickets");
+      holdButtons.push(button);
+      section.actions.append(qty, isSeated ? el("label", {}, split, " seats apart are fine") : "", button);
     }
   }
 
@@ -114,6 +120,7 @@ async function eventView(id) {
       live.clearSelection();
       say("");
       drawHold();
+      queue.refresh();
     } catch (error) {
       failure(error);
     }
@@ -186,11 +193,14 @@ async function eventView(id) {
       el("span", { class: "seat", "data-status": "RESERVED" }, "1"), " held ",
       el("span", { class: "seat", "data-status": "BOOKED" }, "1"), " booked ",
       el("span", { class: "seat", "aria-pressed": "true" }, "1"), " selected"),
+    queue.panel,
     el("div", { class: "layout" }, el("div", {}, selectionBar, map), holdPanel));
   drawSelection();
   live.open();
+  queue.open();
   leave = () => {
     live.close();
+    queue.close();
     clearInterval(timer);
   };
 }

@@ -1,7 +1,8 @@
 //! The buyer's page in a real browser: two buyers in two contexts of Debian's Chromium, on
 //! the same seated event, driven by Playwright (`tests/browser/buyer.mjs`). A holds seats and
 //! B's map shows them held within a second, without reloading; B cannot select them; A books
-//! with a discount, sees the booking, cancels it. Then PostgreSQL is checked. A screenshot of
+//! with a discount, sees the booking, cancels it; then A goes through an event's waiting
+//! room (no hold before its turn, a hold once let in). Then PostgreSQL is checked. A screenshot of
 //! the event page is kept in `target/artifacts/`.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,16 @@ async fn two_buyers_see_each_other_on_the_live_seat_map_in_a_real_browser() {
         )
         .await;
     assert_eq!(discount.status(), 201);
+    // A second on-sale, with a waiting room that lets buyers in at once.
+    let (queued, queued_floor, _) = app.event_on_sale(&organizer, 20, 1, 2, 8).await;
+    let r = app
+        .patch(
+            &format!("/events/{queued}"),
+            &organizer,
+            json!({"eventName": "Queue night", "waitingRoom": {"enabled": true, "admitPerMinute": 600_000}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     let password = "correct horse battery";
     let emails = ["ada@example.com", "bob@example.com"];
     for email in emails {
@@ -63,6 +74,7 @@ async fn two_buyers_see_each_other_on_the_live_seat_map_in_a_real_browser() {
         .arg(scripts.join("buyer.mjs"))
         .env("BASE_URL", &app.address)
         .env("EVENT_NAME", "Test night")
+        .env("QUEUE_EVENT_NAME", "Queue night")
         .env("A_EMAIL", emails[0])
         .env("B_EMAIL", emails[1])
         .env("PASSWORD", password)
@@ -127,5 +139,20 @@ async fn two_buyers_see_each_other_on_the_live_seat_map_in_a_real_browser() {
         .await
         .unwrap();
     assert!(broken.is_empty(), "{broken:?}");
+    // Through the waiting room: A joined, was let in, held with the pass.
+    app.engine.sync(queued).await.unwrap();
+    let (used, held): (bool, i64) = sqlx::query_as(
+        "SELECT q.pass_used_at IS NOT NULL,
+                (SELECT count(*) FROM reservations r
+                  WHERE r.event_id = q.event_id AND r.user_id = q.user_id AND r.section_id = $2)
+         FROM queue_entries q JOIN users u ON u.id = q.user_id
+         WHERE q.event_id = $1 AND u.email = 'ada@example.com'",
+    )
+    .bind(queued)
+    .bind(queued_floor)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((used, held), (true, 1));
     app.stop().await.unwrap();
 }

@@ -3,7 +3,7 @@
 // the event and the accounts and checks PostgreSQL afterwards. Prints one JSON line of
 // findings; exits non-zero at the first thing that does not hold.
 //
-// Environment: BASE_URL, EVENT_NAME, A_EMAIL, B_EMAIL, PASSWORD, DISCOUNT_CODE, SCREENSHOT,
+// Environment: BASE_URL, EVENT_NAME, QUEUE_EVENT_NAME, A_EMAIL, B_EMAIL, PASSWORD, DISCOUNT_CODE, SCREENSHOT,
 // CHROMIUM (default /usr/bin/chromium).
 
 import { chromium } from "playwright-core";
@@ -120,6 +120,18 @@ try {
     ids,
     { timeout: 5000 },
   );
+  // A goes to an on-sale with a waiting room: no hold before joining the line, then the
+  // page follows A's place and lets A hold once it is A's turn.
+  await a.goto(`${base}/#/events`);
+  await a.getByRole("link", { name: env("QUEUE_EVENT_NAME") }).click();
+  await a.getByRole("button", { name: "Join the line" }).waitFor();
+  check(await a.getByRole("button", { name: "Hold tickets" }).isDisabled(), "no hold before one's turn");
+  await a.getByRole("button", { name: "Join the line" }).click();
+  await a.locator("#queue-status", { hasText: "It's your turn" }).waitFor({ timeout: 15000 });
+  await a.getByRole("button", { name: "Hold tickets" }).click();
+  await a.locator("#countdown").waitFor();
+  findings.queueStatus = (await a.locator("#queue-status").textContent()).trim();
+
   check(problems.length === 0, problems.join("\n"));
   console.log(JSON.stringify(findings));
 } finally {
