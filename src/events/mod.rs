@@ -41,7 +41,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({"eventName": "Summer Night", "eventDate": "2030-07-01T20:00:00Z", "saleStartTime": "2030-05-01T10:00:00Z", "holdTtlSeconds": 600, "maxTicketsPerUser": 8}))]
+#[schema(example = json!({"eventName": "Summer Night", "eventDate": "2030-07-01T20:00:00Z", "saleStartTime": "2030-05-01T10:00:00Z", "holdTtlSeconds": 600, "maxTicketsPerUser": 8, "waitingRoom": {"enabled": true, "admitPerMinute": 1000, "passTtlSeconds": 600}}))]
 pub struct NewEvent {
     /// 1 to 200 characters, not only blanks.
     #[schema(
@@ -70,7 +70,6 @@ pub struct NewEvent {
 /// A waiting room's settings; an absent field keeps its value (or its default).
 #[derive(Deserialize, ToSchema, Default, Clone, Copy)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({"enabled": true, "admitPerMinute": 1000, "passTtlSeconds": 600}))]
 pub struct WaitingRoomInput {
     /// When on, buyers join `/events/{id}/queue` and hold only once let in (default off).
     pub enabled: Option<bool>,
