@@ -15,10 +15,17 @@ ALTER TABLE events
         CONSTRAINT events_queue_pass_ttl_seconds_check
         CHECK (queue_pass_ttl_seconds BETWEEN 10 AND 7200);
 
+-- A join is as hot as a hold, so the table is kept as lean as reservations
+-- (20261129000003_hot_path.sql): no foreign keys (each would run a per-row trigger locking
+-- the same hot event row and a user row; the event's actor is the only writer and checks
+-- both in memory, and boxoffice_engine::audit::violations reports an entry whose buyer does
+-- not exist), and two indexes: the primary key (one entry per buyer) and the rank (one
+-- buyer per place, and the range an admission updates).
 CREATE TABLE queue_entries (
-    event_id        BIGINT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    user_id         BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    -- Order of arrival within the event, from 0.
+    event_id        BIGINT NOT NULL,
+    user_id         BIGINT NOT NULL,
+    -- Order of arrival within the event, from 0 (kept to rebuild the undrawn early arrivals
+    -- in the order they came; never looked up).
     arrival_seq     BIGINT NOT NULL,
     -- Joined before the sale opened: placed by the draw.
     early           BOOLEAN NOT NULL,
@@ -30,7 +37,6 @@ CREATE TABLE queue_entries (
     pass_used_at    TIMESTAMPTZ,
     -- One entry per buyer per event.
     PRIMARY KEY (event_id, user_id),
-    CONSTRAINT queue_entries_arrival UNIQUE (event_id, arrival_seq),
     CONSTRAINT queue_entries_rank UNIQUE (event_id, rank),
     CONSTRAINT queue_entries_pass_check CHECK (
         (admitted_at IS NULL) = (pass_expires_at IS NULL)
@@ -39,5 +45,3 @@ CREATE TABLE queue_entries (
         AND (early OR rank IS NOT NULL)
     )
 );
--- Deleting a buyer finds their entries without a scan.
-CREATE INDEX idx_queue_entries_user ON queue_entries (user_id);

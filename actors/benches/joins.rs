@@ -18,7 +18,7 @@ use boxoffice_engine::{Engine, EngineConfig};
 /// Requests per round.
 const PER_ROUND: usize = 40_000;
 /// Rounds of each kind.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Requests in flight, as a server under an on-sale would have.
 const IN_FLIGHT: usize = 256;
 

@@ -153,6 +153,19 @@ async fn queue_violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String
             "queue: {unplaced} early arrivals unplaced after the draw"
         ));
     }
+    // Queue entries carry no foreign keys (see the migration): their buyers must exist.
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM queue_entries q
+         WHERE q.event_id = $1 AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = q.user_id)",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await?;
+    if orphans > 0 {
+        found.push(format!(
+            "queue: {orphans} entries name a buyer that does not exist"
+        ));
+    }
     Ok(found)
 }
 

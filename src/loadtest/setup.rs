@@ -203,6 +203,7 @@ pub async fn clean_up(
         "DELETE FROM reservations WHERE event_id = $1",
         "DELETE FROM bookings WHERE event_id = $1",
         "DELETE FROM discounts WHERE event_id = $1",
+        "DELETE FROM queue_entries WHERE event_id = $1",
         "DELETE FROM event_sections WHERE event_id = $1",
         "DELETE FROM events WHERE id = $1",
     ] {
