@@ -59,8 +59,7 @@ impl Application {
         };
         let delivery = outbox::Delivery::from_settings(&settings)?;
         telemetry::set_slow_request_threshold(Duration::from_millis(settings.slow_request_ms));
-        let listener = TcpListener::bind(settings.bind_addr)
-            .await
+        let listener = listen(settings.bind_addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
         let stopping = tokio_util::sync::CancellationToken::new();
         let state = AppState::new(AppContext {
@@ -158,6 +157,24 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. tokio's `bind` asks for
+/// 1,024: when an on-sale opens, thousands of browsers connect within the same second, and
+/// the ones past the backlog have their SYN dropped and retry after 1, 3, 7 … seconds —
+/// seconds of latency the server never sees. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 16_384;
+
+/// Binds the listener with [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Every route, with the layers every route shares.

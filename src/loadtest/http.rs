@@ -14,12 +14,18 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// How long an idle connection is reused: well inside the server's keep-alive limit
+/// (`HEADER_TIMEOUT_MS`, 5 s by default), so that the generator never sends on a
+/// connection the server is closing at that instant — a failure that would be the
+/// generator's, not the server's. Scenarios that keep every connection busy never reach it.
+const IDLE_REUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connections to one server.
 pub struct Http {
     addr: SocketAddr,
     host: HeaderValue,
-    /// Idle connections, ready for reuse.
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Idle connections, ready for reuse, and since when they are idle.
+    idle: Mutex<Vec<(SendRequest<Full<Bytes>>, std::time::Instant)>>,
 }
 
 impl Http {
@@ -60,10 +66,22 @@ impl Http {
         key: Option<&str>,
         body: Option<Bytes>,
     ) -> Option<(u16, Bytes)> {
-        let pooled = self.idle.lock().expect("not poisoned").pop();
+        let pooled = {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            // The most recently used first. If it has idled too long, so have all the
+            // others (they were pushed before it): drop them all.
+            match idle.pop() {
+                Some((_, since)) if since.elapsed() >= IDLE_REUSE_MAX => {
+                    idle.clear();
+                    None
+                }
+                Some((s, _)) if s.is_closed() => None,
+                other => other,
+            }
+        };
         let mut sender = match pooled {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
+            Some((s, _)) => s,
+            None => self.connect().await?,
         };
         sender.ready().await.ok()?;
         let mut request = Request::builder()
@@ -90,7 +108,8 @@ impl Http {
         // until then (connections.rs). The generator's requests are independent buyers, not
         // that one retrying, so it is closed rather than reused.
         if status != 503 {
-            self.idle.lock().expect("not poisoned").push(sender);
+            let now = std::time::Instant::now();
+            self.idle.lock().expect("not poisoned").push((sender, now));
         }
         Some((status, bytes))
     }

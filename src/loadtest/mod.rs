@@ -638,7 +638,17 @@ async fn run_queue(
     target: &str,
     prepared: &setup::Prepared,
 ) -> anyhow::Result<(Stats, queue::QueueReport)> {
-    let http = http::Http::new(target)?;
+    let started = Instant::now();
+    let crowd = Arc::new(queue::Crowd {
+        http: http::Http::new(target)?,
+        slots: tokio::sync::Semaphore::new(args.concurrency.max(1)),
+        event_id: prepared.event_id,
+        section_id: prepared.section_id,
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        deadline: started + Duration::from_secs(args.duration),
+        started,
+        drained_after_us: AtomicU64::new(0),
+    });
     let idle = setup::prepare(
         pool,
         keys,
@@ -654,8 +664,15 @@ async fn run_queue(
         },
     )
     .await?;
-    let unloaded =
-        queue::unloaded_holds(&http, idle.event_id, idle.section_id, &idle.buyer_tokens[0]).await;
+    let before_baseline = queue::granted_hold_buckets(client, target).await;
+    let unloaded = queue::unloaded_holds(
+        &crowd,
+        idle.event_id,
+        idle.section_id,
+        &idle.buyer_tokens[0],
+    )
+    .await;
+    let after_baseline = queue::granted_hold_buckets(client, target).await;
     setup::clean_up(pool, client, target, &idle).await?;
     setup::open_waiting_room(client, target, prepared, args.admit_per_minute).await?;
     if !args.json {
@@ -666,17 +683,17 @@ async fn run_queue(
             args.admit_per_minute
         );
     }
-    let started = Instant::now();
     let crowd = Arc::new(queue::Crowd {
-        http,
-        event_id: prepared.event_id,
-        section_id: prepared.section_id,
-        poll: Duration::from_millis(args.poll_ms.max(10)),
-        deadline: started + Duration::from_secs(args.duration),
-        started,
+        started: Instant::now(),
+        deadline: Instant::now() + Duration::from_secs(args.duration),
         drained_after_us: AtomicU64::new(0),
+        ..Arc::into_inner(crowd).expect("the baseline is done with it")
     });
-    let (stats, mut report) = queue::crowd(crowd, &prepared.buyer_tokens).await;
+    let open = setup::open_sale_now(client, target, prepared);
+    let (stats, mut report) = queue::crowd(crowd, &prepared.buyer_tokens, open).await?;
+    let after_crowd = queue::granted_hold_buckets(client, target).await;
+    report.server_unloaded_hold_p99_ms = queue::p99_between(&before_baseline, &after_baseline);
+    report.server_admitted_hold_p99_ms = queue::p99_between(&after_baseline, &after_crowd);
     report.admit_per_minute = args.admit_per_minute;
     report.unloaded_holds = unloaded.summary(1.0);
     report.hold_p99_ratio = report.admitted_holds.p99_ms / report.unloaded_holds.p99_ms.max(1e-3);

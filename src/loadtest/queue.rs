@@ -1,6 +1,7 @@
 //! `--scenario queue`: an on-sale through the waiting room. Every buyer arrives at once,
-//! joins the event's line, follows their place (`GET /events/{id}/queue/me`, every
-//! `--poll-ms`), and when let in holds 1–4 tickets and books them — until told SOLD_OUT.
+//! before the sale opens, and joins the event's line; the sale opens (the draw); each then
+//! follows their place (`GET /events/{id}/queue/me`, every `--poll-ms`), and when let in
+//! holds 1–4 tickets and books them — until told SOLD_OUT.
 //!
 //! What it shows: joins and position reads at the crowd's rate; the holds of buyers let in
 //! as fast as on an idle server (the line holds the crowd back, so admitted buyers meet no
@@ -33,15 +34,19 @@ pub struct QueueReport {
     pub admitted_holds: SeriesSummary,
     /// Holds sent one at a time to an event without a waiting room, before the crowd.
     pub unloaded_holds: SeriesSummary,
-    /// admitted p99 / unloaded p99.
+    /// admitted p99 / unloaded p99, as the generator saw them.
     pub hold_p99_ratio: f64,
+    /// The server's own p99 of granted holds (its histogram's growth over each phase), in
+    /// ms: under the crowd, and unloaded.
+    pub server_admitted_hold_p99_ms: Option<f64>,
+    pub server_unloaded_hold_p99_ms: Option<f64>,
     /// Buyers let in (they bought, or found nothing left).
     pub admitted: u64,
     /// Buyers told SOLD_OUT while waiting.
     pub told_sold_out: u64,
     /// Buyers still waiting at the deadline.
     pub still_waiting: u64,
-    /// Seconds from the first join until the line was told SOLD_OUT.
+    /// Seconds from the opening until the line was told SOLD_OUT.
     pub drained_after_seconds: Option<f64>,
 }
 
@@ -51,17 +56,36 @@ struct Answer {
     data: Value,
 }
 
-/// Sends a request; returns status, `data`, and the latency in µs.
+/// Times a request is sent again after a 503 (with `Retry-After`) or a broken connection,
+/// as a browser would. Safe: joining again answers the same entry, and holds carry an
+/// idempotency key.
+const RETRIES_AFTER_SHED_MAX: u32 = 60;
+
+/// Sends a request; returns status, `data`, and the latency in µs (from when it got a
+/// connection of the generator's pool).
 async fn send(
-    http: &Http,
+    crowd: &Crowd,
     method: hyper::Method,
     path: &str,
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value, u64) {
+    send_keyed(crowd, method, path, token, None, body).await
+}
+
+async fn send_keyed(
+    crowd: &Crowd,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, u64) {
+    let _slot = crowd.slots.acquire().await.expect("never closed");
+    let http = &crowd.http;
     let started = Instant::now();
     let body = body.map(|b| Bytes::from(b.to_string()));
-    let answer = http.send(method, path, Some(token), None, body).await;
+    let answer = http.send(method, path, Some(token), key, body).await;
     let us = started.elapsed().as_micros() as u64;
     match answer {
         Some((status, bytes)) => {
@@ -74,14 +98,41 @@ async fn send(
     }
 }
 
+/// Sends until the answer is not a 503 (waiting `Retry-After`, 1 s, in between), recording
+/// every attempt.
+async fn send_until_admitted(
+    crowd: &Crowd,
+    series: &mut Series,
+    method: hyper::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    // One key for every attempt: a retry of a request whose answer was lost is a replay.
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let key = (method == hyper::Method::POST).then_some(key.as_str());
+    let mut attempts = 0;
+    loop {
+        let (status, data, us) =
+            send_keyed(crowd, method.clone(), path, token, key, body.clone()).await;
+        series.record(Outcome::of(status), us);
+        attempts += 1;
+        let retry = status == 503 || status == 0;
+        if !retry || attempts > RETRIES_AFTER_SHED_MAX || Instant::now() > crowd.deadline {
+            return (status, data);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The baseline: `BASELINE_HOLDS` holds of one ticket, one at a time, on an event without a
 /// waiting room.
-pub async fn unloaded_holds(http: &Http, event_id: i64, section_id: i64, token: &str) -> Series {
+pub async fn unloaded_holds(crowd: &Crowd, event_id: i64, section_id: i64, token: &str) -> Series {
     let mut series = Series::default();
     let path = format!("/events/{event_id}/reservations");
     for _ in 0..BASELINE_HOLDS {
         let body = json!({"type": "GENERAL", "sectionId": section_id, "quantity": 1});
-        let (status, _, us) = send(http, hyper::Method::POST, &path, token, Some(body)).await;
+        let (status, _, us) = send(crowd, hyper::Method::POST, &path, token, Some(body)).await;
         series.record(Outcome::of(status), us);
     }
     series
@@ -91,7 +142,6 @@ pub async fn unloaded_holds(http: &Http, event_id: i64, section_id: i64, token: 
 #[derive(Default)]
 struct Buyer {
     stats: Stats,
-    joins: Series,
     positions: Series,
     admitted: bool,
     told_sold_out: bool,
@@ -100,6 +150,9 @@ struct Buyer {
 /// The crowd's shared state.
 pub struct Crowd {
     pub http: Http,
+    /// The generator's connections: a request waits for one (`--concurrency`), as the
+    /// other scenarios' closed loops do — thousands of buyers, a bounded pool of sockets.
+    pub slots: tokio::sync::Semaphore,
     pub event_id: i64,
     pub section_id: i64,
     pub poll: Duration,
@@ -109,27 +162,31 @@ pub struct Crowd {
     pub drained_after_us: AtomicU64,
 }
 
-async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
-    let mut me = Buyer::default();
-    let mut rng = Rng::new(seed);
-    let base = format!("/events/{}", crowd.event_id);
-    let (status, _, us) = send(
-        &crowd.http,
+/// A buyer joins the line (before the sale opens: the crowd is there first).
+async fn join(crowd: Arc<Crowd>, token: String) -> (String, Series, bool) {
+    let mut joins = Series::default();
+    let (status, _) = send_until_admitted(
+        &crowd,
+        &mut joins,
         hyper::Method::POST,
-        &format!("{base}/queue"),
+        &format!("/events/{}/queue", crowd.event_id),
         &token,
         None,
     )
     .await;
-    me.joins.record(Outcome::of(status), us);
-    if status != 200 {
-        return me;
-    }
+    (token, joins, status == 200)
+}
+
+/// A buyer in line follows their place until let in (then buys) or told SOLD_OUT.
+async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
+    let mut me = Buyer::default();
+    let mut rng = Rng::new(seed);
+    let base = format!("/events/{}", crowd.event_id);
     // Spread the polls over the interval, as real pages would be.
     tokio::time::sleep(crowd.poll.mul_f64(rng.below(1000) as f64 / 1000.0)).await;
     let place = format!("{base}/queue/me");
     while Instant::now() < crowd.deadline {
-        let (status, data, us) = send(&crowd.http, hyper::Method::GET, &place, &token, None).await;
+        let (status, data, us) = send(&crowd, hyper::Method::GET, &place, &token, None).await;
         me.positions.record(Outcome::of(status), us);
         match data["status"].as_str() {
             Some("ADMITTED") => {
@@ -160,24 +217,30 @@ async fn buy(crowd: &Crowd, stats: &mut Stats, rng: &mut Rng, token: &str) {
     let mut quantity = 1 + rng.below(4);
     while quantity > 0 {
         let body = json!({"type": "GENERAL", "sectionId": crowd.section_id, "quantity": quantity});
-        let (status, data, us) =
-            send(&crowd.http, hyper::Method::POST, &path, token, Some(body)).await;
-        stats.holds.record(Outcome::of(status), us);
+        let (status, data) = send_until_admitted(
+            crowd,
+            &mut stats.holds,
+            hyper::Method::POST,
+            &path,
+            token,
+            Some(body),
+        )
+        .await;
         if status == 201 {
             let Some(id) = data["id"].as_i64() else {
                 return;
             };
             stats.acked_holds.push(id);
             let body = json!({"reservationIds": [id]});
-            let (status, data, us) = send(
-                &crowd.http,
+            let (_, data) = send_until_admitted(
+                crowd,
+                &mut stats.confirms,
                 hyper::Method::POST,
                 "/bookings",
                 token,
                 Some(body),
             )
             .await;
-            stats.confirms.record(Outcome::of(status), us);
             if let Some(reference) = data["bookingReference"].as_str() {
                 stats.acked_bookings.push(reference.to_string());
             }
@@ -191,19 +254,38 @@ async fn buy(crowd: &Crowd, stats: &mut Stats, rng: &mut Rng, token: &str) {
     }
 }
 
-/// Runs the crowd: every buyer at once. Returns what they measured and the queue report
-/// (without the baseline, which the caller measured).
-pub async fn crowd(crowd: Arc<Crowd>, tokens: &[String]) -> (Stats, QueueReport) {
-    let mut buyers = tokio::task::JoinSet::new();
-    for (i, token) in tokens.iter().enumerate() {
-        buyers.spawn(buyer(crowd.clone(), token.clone(), i as u64 + 1));
+/// Runs the crowd: every buyer joins at once before the sale opens; `open` opens it (the
+/// draw); then every buyer follows their place. Returns what they measured and the queue
+/// report (without the baseline, which the caller measured).
+pub async fn crowd<F: std::future::Future<Output = anyhow::Result<()>>>(
+    crowd: Arc<Crowd>,
+    tokens: &[String],
+    open: F,
+) -> anyhow::Result<(Stats, QueueReport)> {
+    let mut joining = tokio::task::JoinSet::new();
+    for token in tokens {
+        joining.spawn(join(crowd.clone(), token.clone()));
     }
-    let (mut joins, mut positions) = (Series::default(), Series::default());
+    let mut joins = Series::default();
+    let mut in_line = Vec::new();
+    while let Some(joined) = joining.join_next().await {
+        let (token, series, ok) = joined?;
+        joins.merge(&series);
+        if ok {
+            in_line.push(token);
+        }
+    }
+    let joined_in = crowd.started.elapsed().as_secs_f64();
+    open.await?;
+    let mut buyers = tokio::task::JoinSet::new();
+    for (i, token) in in_line.into_iter().enumerate() {
+        buyers.spawn(buyer(crowd.clone(), token, i as u64 + 1));
+    }
+    let mut positions = Series::default();
     let mut stats = Stats::default();
     let (mut admitted, mut told, mut waiting) = (0, 0, 0);
     while let Some(done) = buyers.join_next().await {
         let Ok(b) = done else { continue };
-        joins.merge(&b.joins);
         positions.merge(&b.positions);
         admitted += u64::from(b.admitted);
         told += u64::from(b.told_sold_out);
@@ -215,15 +297,74 @@ pub async fn crowd(crowd: Arc<Crowd>, tokens: &[String]) -> (Stats, QueueReport)
     let report = QueueReport {
         buyers: tokens.len(),
         admit_per_minute: 0,
-        joins: joins.summary(seconds),
+        joins: joins.summary(joined_in),
         position_reads: positions.summary(seconds),
         admitted_holds: stats.holds.summary(seconds),
         unloaded_holds: Series::default().summary(1.0),
         hold_p99_ratio: 0.0,
+        server_admitted_hold_p99_ms: None,
+        server_unloaded_hold_p99_ms: None,
         admitted,
         told_sold_out: told,
         still_waiting: waiting,
         drained_after_seconds: (drained > 0).then(|| drained as f64 / 1e6),
     };
-    (stats, report)
+    Ok((stats, report))
+}
+
+/// The buckets (upper bound in seconds → cumulative count) of the server's histogram of
+/// granted holds, from its `/metrics`.
+pub async fn granted_hold_buckets(client: &reqwest::Client, target: &str) -> Vec<(f64, f64)> {
+    let Ok(response) = client.get(format!("{target}/metrics")).send().await else {
+        return Vec::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("boxoffice_http_request_duration_seconds_bucket{"))
+        .filter(|l| {
+            l.contains(r#"route="/events/{id}/reservations""#) && l.contains(r#"status="201""#)
+        })
+        .filter_map(|l| {
+            let le = l.split(r#"le=""#).nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The p99 in ms of what a histogram gained between two scrapes (linear within a bucket,
+/// as Prometheus' `histogram_quantile`); `None` when nothing was recorded.
+pub fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<f64> {
+    let grown: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - was)
+        })
+        .collect();
+    let total = grown.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = 0.99 * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in grown {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower * 1000.0);
+            }
+            let within = (rank - below) / (count - below).max(1e-9);
+            return Some((lower + (le - lower) * within) * 1000.0);
+        }
+        (lower, below) = (le, count);
+    }
+    Some(lower * 1000.0)
 }

@@ -165,7 +165,26 @@ pub async fn open_waiting_room(
         reqwest::Method::PATCH,
         format!("{target}/events/{}", prepared.event_id),
         &prepared.organizer_token,
-        json!({"waitingRoom": {"enabled": true, "admitPerMinute": admit_per_minute, "passTtlSeconds": 60}}),
+        // The sale opens later: buyers who join now are drawn at the opening.
+        json!({"saleStartTime": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+               "waitingRoom": {"enabled": true, "admitPerMinute": admit_per_minute, "passTtlSeconds": 60}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Opens the sale of a prepared event now.
+pub async fn open_sale_now(
+    client: &reqwest::Client,
+    target: &str,
+    prepared: &Prepared,
+) -> anyhow::Result<()> {
+    send(
+        client,
+        reqwest::Method::PATCH,
+        format!("{target}/events/{}", prepared.event_id),
+        &prepared.organizer_token,
+        json!({"saleStartTime": chrono::Utc::now().to_rfc3339()}),
     )
     .await?;
     Ok(())
