@@ -38,6 +38,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../web/seatmap.js"),
     ),
     (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/dom.js"),
+    ),
+    (
         "queue.js",
         "text/javascript; charset=utf-8",
         include_str!("../web/queue.js"),

@@ -1,6 +1,7 @@
 // The buyer's page: sign in, events on sale, an event with its live seat map, the hold
 // with its countdown, booking with a discount code, my bookings. Plain modules, no build.
 
+import { el } from "./dom.js";
 import { call, token, signIn, signOut, register, idempotencyKey, ApiError } from "./api.js";
 import { LiveInventory } from "./seatmap.js";
 import { WaitingRoom } from "./queue.js";
@@ -8,16 +9,6 @@ import { WaitingRoom } from "./queue.js";
 const app = document.getElementById("app");
 const notice = document.getElementById("notice");
 let leave = () => {}; // what the current view must stop (a stream, a timer)
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== false && v !== undefined) node.setAttribute(k, v === true ? "" : v);
-  }
-  node.append(...children.flat());
-  return node;
-}
 
 function say(message) {
   notice.textContent = message;

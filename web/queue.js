@@ -2,19 +2,10 @@
 // is your turn. The place is polled (GET /events/{id}/queue/me answers from the server's
 // memory, so polling is cheap); EventSource cannot send the bearer token the stream needs.
 
+import { el } from "./dom.js";
 import { call, token, ApiError } from "./api.js";
 
 const POLL_MS = 2000;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== false && v !== undefined) node.setAttribute(k, v === true ? "" : v);
-  }
-  node.append(...children.flat());
-  return node;
-}
 
 const clock = (at) => new Date(at).toLocaleTimeString();
 

@@ -153,24 +153,23 @@ pub async fn prepare(
     })
 }
 
-/// Turns the waiting room of a prepared event on, at `admit_per_minute`.
+/// Turns the waiting room of a prepared event on, at `admit_per_minute`, and moves its
+/// opening an hour away: buyers who join now are drawn at the opening.
 pub async fn open_waiting_room(
     client: &reqwest::Client,
     target: &str,
     prepared: &Prepared,
     admit_per_minute: u32,
 ) -> anyhow::Result<()> {
-    send(
+    let opens = chrono::Utc::now() + chrono::Duration::hours(1);
+    let room = json!({"enabled": true, "admitPerMinute": admit_per_minute, "passTtlSeconds": 60});
+    patch_event(
         client,
-        reqwest::Method::PATCH,
-        format!("{target}/events/{}", prepared.event_id),
-        &prepared.organizer_token,
-        // The sale opens later: buyers who join now are drawn at the opening.
-        json!({"saleStartTime": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-               "waitingRoom": {"enabled": true, "admitPerMinute": admit_per_minute, "passTtlSeconds": 60}}),
+        target,
+        prepared,
+        json!({"saleStartTime": opens.to_rfc3339(), "waitingRoom": room}),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Opens the sale of a prepared event now.
@@ -179,12 +178,24 @@ pub async fn open_sale_now(
     target: &str,
     prepared: &Prepared,
 ) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339();
+    patch_event(client, target, prepared, json!({"saleStartTime": now})).await
+}
+
+/// `PATCH /events/{id}` of a prepared event, as its organizer.
+async fn patch_event(
+    client: &reqwest::Client,
+    target: &str,
+    prepared: &Prepared,
+    body: Value,
+) -> anyhow::Result<()> {
+    let url = format!("{target}/events/{}", prepared.event_id);
     send(
         client,
         reqwest::Method::PATCH,
-        format!("{target}/events/{}", prepared.event_id),
+        url,
         &prepared.organizer_token,
-        json!({"saleStartTime": chrono::Utc::now().to_rfc3339()}),
+        body,
     )
     .await?;
     Ok(())

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use boxoffice_engine::waiting_room::{QueueBoard, QueueView};
 use boxoffice_engine::{EngineError, Refusal};
 use bytes::Bytes;
@@ -139,15 +138,7 @@ pub async fn stream(
             }
         }
     };
-    let mut response = Body::from_stream(frames).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(crate::stream::event_stream(Body::from_stream(frames)))
 }
 
 /// The buyer's view on a board.

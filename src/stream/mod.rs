@@ -185,14 +185,19 @@ pub async fn stream(
             }
         }
     };
-    let mut response = Body::from_stream(frames).into_response();
+    Ok(event_stream(Body::from_stream(frames)))
+}
+
+/// A Server-Sent Events response around `body`: its content type, never cached, and never
+/// buffered by a proxy (nginx would hold the stream back).
+pub fn event_stream(body: Body) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies that buffer responses (nginx) would hold the stream back.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
