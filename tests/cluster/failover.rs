@@ -366,3 +366,106 @@ async fn failover_time_over_ten_kills() {
         boxoffice_engine::cluster::ClusterConfig::default().lease_ms
     );
 }
+
+/// Every buyer's place and pass as `(rank, admitted_at_ms, pass_expires_at_ms)`.
+async fn queue_rows(
+    cluster: &Cluster,
+    event: i64,
+) -> Vec<(i64, Option<i32>, Option<f64>, Option<f64>)> {
+    sqlx::query_as(
+        "SELECT user_id, rank, extract(epoch FROM admitted_at)::float8,
+                extract(epoch FROM pass_expires_at)::float8
+         FROM queue_entries WHERE event_id = $1 ORDER BY user_id",
+    )
+    .bind(event)
+    .fetch_all(&cluster.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_room_moves_with_its_event_and_keeps_every_place_and_pass() {
+    let mut cluster = Cluster::start(3, &[]).await.with_haproxy().await;
+    let organizer = cluster.user(Role::Organizer).await;
+    let tokens = cluster.buyers(60).await;
+    let (event, _) = cluster
+        .event_on_sale(&cluster.front(""), &organizer, 10_000)
+        .await;
+    // Two buyers a second, passes for two hours: the line is mid-way when the owner dies.
+    let r = cluster
+        .client
+        .patch(cluster.front(&format!("/events/{event}")))
+        .bearer_auth(&organizer)
+        .json(&serde_json::json!({"waitingRoom": {"enabled": true, "admitPerMinute": 120, "passTtlSeconds": 7200}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for token in &tokens {
+        let r = cluster
+            .client
+            .post(cluster.front(&format!("/events/{event}/queue")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (client, url) = (
+        cluster.client.clone(),
+        cluster.front(&format!("/events/{event}/queue/me")),
+    );
+    let place = |token: String| {
+        let request = client.get(&url).bearer_auth(token);
+        async move {
+            let r = request.send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            let body: serde_json::Value = r.json().await.ok()?;
+            Some(body["data"].clone())
+        }
+    };
+    // Wait until some are let in and some still wait.
+    eventually(Duration::from_secs(60), "buyers were let in", || async {
+        place(tokens[9].clone())
+            .await
+            .is_some_and(|v| v["status"] == "ADMITTED")
+    })
+    .await;
+    let mut seen = Vec::new();
+    for token in &tokens {
+        seen.push(place(token.clone()).await.expect("a place"));
+    }
+    assert!(seen.iter().any(|v| v["status"] == "WAITING"), "mid-way");
+    let owner = cluster.owner(event).await.expect("claimed");
+    let victim = cluster.index_of(&owner);
+    cluster.nodes[victim].server.as_mut().unwrap().kill().await;
+    cluster.nodes[victim].server = None;
+    let before = queue_rows(&cluster, event).await;
+
+    // Through HAProxy, another node claims the event and answers every buyer as before.
+    eventually(
+        Duration::from_secs(60),
+        "another node answers for the line",
+        || async { place(tokens[0].clone()).await.is_some() },
+    )
+    .await;
+    let new_owner = cluster.owner(event).await.expect("claimed again");
+    assert_ne!(new_owner, owner, "the event moved");
+    let after = queue_rows(&cluster, event).await;
+    assert_eq!(after.len(), tokens.len());
+    for (was, now) in before.iter().zip(&after) {
+        assert_eq!((was.0, was.1), (now.0, now.1), "a buyer's place");
+        if was.2.is_some() {
+            assert_eq!((was.2, was.3), (now.2, now.3), "a buyer's pass");
+        }
+    }
+    for (token, view) in tokens.iter().zip(&seen) {
+        let again = place(token.clone()).await.expect("a place");
+        assert_eq!(again["joinedAt"], view["joinedAt"]);
+        if view["status"] == "ADMITTED" {
+            assert_eq!(again["status"], "ADMITTED");
+            assert_eq!(again["passExpiresAt"], view["passExpiresAt"]);
+        }
+    }
+    cluster.assert_invariants(event).await;
+}
