@@ -24,7 +24,6 @@ use crate::types::{
     HoldOutcome, HoldRequest, HoldView, NewDiscount, NewSection, Requester, SettingsUpdate, UserId,
 };
 use crate::waiting_room::{QueueBoard, QueueView};
-use crate::Refusal;
 
 /// The engine. Cheap to clone; every clone drives the same actors.
 #[derive(Clone)]
@@ -273,12 +272,7 @@ impl Engine {
         user_id: UserId,
     ) -> Result<QueueView, EngineError> {
         let board = self.queue_board(event_id).await?;
-        if !board.is_enabled() {
-            return Err(Refusal::WaitingRoomOff.into());
-        }
-        board
-            .view(user_id, self.ctx.clock.now_ms())
-            .ok_or(Refusal::NotInQueue.into())
+        Ok(board.place(user_id, self.ctx.clock.now_ms())?)
     }
 
     /// The board of the event's waiting room, starting its actor if needed. A board

@@ -476,8 +476,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         report.seconds = 4.0 * phase.as_secs_f64();
     } else if args.scenario == Scenario::Queue {
         let (s, queue_report) = run_queue(&args, &pool, &keys, &client, &target, &prepared).await?;
-        report.seconds =
-            queue_report.joins.requests as f64 / queue_report.joins.requests_per_second.max(1e-9);
+        report.seconds = queue_report.seconds;
         report.holds = Some(s.holds.summary(report.seconds));
         report.confirms = Some(s.confirms.summary(report.seconds));
         report.sold_out_after_seconds = queue_report.drained_after_seconds;

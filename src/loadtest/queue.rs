@@ -26,6 +26,8 @@ const BASELINE_HOLDS: usize = 300;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueReport {
+    /// From the first join until the last buyer was done.
+    pub seconds: f64,
     pub buyers: usize,
     pub admit_per_minute: u32,
     pub joins: SeriesSummary,
@@ -295,6 +297,7 @@ pub async fn crowd<F: std::future::Future<Output = anyhow::Result<()>>>(
     let seconds = crowd.started.elapsed().as_secs_f64();
     let drained = crowd.drained_after_us.load(Ordering::Relaxed);
     let report = QueueReport {
+        seconds,
         buyers: tokens.len(),
         admit_per_minute: 0,
         joins: joins.summary(joined_in),

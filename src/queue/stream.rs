@@ -9,14 +9,11 @@
 //! out (EXPIRED is final), or at shutdown; a client reconnects with a plain `EventSource`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use boxoffice_engine::waiting_room::{QueueBoard, QueueView};
-use boxoffice_engine::{EngineError, Refusal};
 use bytes::Bytes;
 
 use super::{hide_drafts, EntryStatus, QueueEntryView};
@@ -61,7 +58,8 @@ pub async fn stream(
     auth: AuthUser,
     Path(event_id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let first = state.engine.queue_position(event_id, auth.id).await;
+    let mut board = state.engine.queue_board(event_id).await?;
+    let first = board.place(auth.id, state.engine.now_ms());
     if first.is_err() {
         hide_drafts(&state, event_id, &auth).await?;
     }
@@ -75,7 +73,6 @@ pub async fn stream(
     };
     metrics::gauge!("boxoffice_queue_stream_subscribers").increment(1.0);
     let subscribed = Subscribed { _slot: slot };
-    let mut board = state.engine.queue_board(event_id).await?;
     let heartbeat = Duration::from_secs(state.settings.engine.stream_heartbeat_seconds.max(1));
     let stopping = state.stopping.clone();
     let engine = state.engine.clone();
@@ -120,7 +117,7 @@ pub async fn stream(
                     Err(_) => break,
                 }
             }
-            let view = match current(&board, user_id, engine.now_ms()) {
+            let view = match board.place(user_id, engine.now_ms()) {
                 Ok(view) => QueueEntryView::new(event_id, &view),
                 Err(_) => break,
             };
@@ -139,14 +136,4 @@ pub async fn stream(
         }
     };
     Ok(crate::stream::event_stream(Body::from_stream(frames)))
-}
-
-/// The buyer's view on a board.
-fn current(board: &Arc<QueueBoard>, user_id: i64, now_ms: i64) -> Result<QueueView, EngineError> {
-    if !board.is_enabled() {
-        return Err(Refusal::WaitingRoomOff.into());
-    }
-    board
-        .view(user_id, now_ms)
-        .ok_or(Refusal::NotInQueue.into())
 }

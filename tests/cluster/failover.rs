@@ -54,18 +54,8 @@ async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_noth
     pairs.until_more(20, "pairs of seats were held").await;
     // kill -9 the owner in the middle of the burst.
     let killed_at = Instant::now();
-    cluster.nodes[victim].server.as_mut().unwrap().kill().await;
-    cluster.nodes[victim].server = None;
-    eventually(
-        Duration::from_secs(60),
-        "the event answered again after the kill",
-        || async { load.acknowledged_after(killed_at) },
-    )
-    .await;
-    let recovered = load
-        .first_after(killed_at)
-        .unwrap()
-        .duration_since(killed_at);
+    cluster.kill_node(victim).await;
+    let recovered = load.recovered_after(killed_at).await;
     load.until_more(200, "holds kept being acknowledged").await;
     pairs.until_more(20, "pairs kept being held").await;
     let (mut acked, _) = load.stop().await;
@@ -84,16 +74,7 @@ async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_noth
     // Another node owns it now, and every acknowledged hold is in PostgreSQL, once.
     let new_owner = cluster.owner(event).await.expect("claimed again");
     assert_ne!(new_owner, owner);
-    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
-    let stored = cluster.stored_keys(event, &keys).await;
-    assert_eq!(
-        stored.len(),
-        keys.len(),
-        "every acknowledged hold is stored"
-    );
-    let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
-    assert_eq!(distinct.len(), stored.len(), "no key made two holds");
-    cluster.assert_invariants(event).await;
+    cluster.assert_all_stored(event, &acked).await;
     // Every held seat is held once: as many seats taken as pairs acknowledged, times two.
     let seats_taken: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM seats WHERE section_id = $1 AND status <> 'AVAILABLE'",
@@ -338,26 +319,14 @@ async fn failover_time_over_ten_kills() {
         let owner = cluster.owner(event).await.expect("owned");
         let victim = cluster.index_of(&owner);
         let killed_at = Instant::now();
-        cluster.nodes[victim].server.as_mut().unwrap().kill().await;
-        cluster.nodes[victim].server = None;
-        eventually(
-            Duration::from_secs(60),
-            "the event answered again",
-            || async { load.acknowledged_after(killed_at) },
-        )
-        .await;
-        let took = load
-            .first_after(killed_at)
-            .unwrap()
-            .duration_since(killed_at);
+        cluster.kill_node(victim).await;
+        let took = load.recovered_after(killed_at).await;
         eprintln!("round {round}: kill -9 {owner}, first 201 after {took:?}");
         times.push(took);
         cluster.start_node(victim).await;
     }
     let (acked, _) = load.stop().await;
-    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(cluster.stored_keys(event, &keys).await.len(), keys.len());
-    cluster.assert_invariants(event).await;
+    cluster.assert_all_stored(event, &acked).await;
     times.sort();
     eprintln!(
         "failover over 10 kills: median {:?}, worst {:?} (lease {} ms)",
@@ -438,8 +407,7 @@ async fn a_waiting_room_moves_with_its_event_and_keeps_every_place_and_pass() {
     assert!(seen.iter().any(|v| v["status"] == "WAITING"), "mid-way");
     let owner = cluster.owner(event).await.expect("claimed");
     let victim = cluster.index_of(&owner);
-    cluster.nodes[victim].server.as_mut().unwrap().kill().await;
-    cluster.nodes[victim].server = None;
+    cluster.kill_node(victim).await;
     let before = queue_rows(&cluster, event).await;
 
     // Through HAProxy, another node claims the event and answers every buyer as before.

@@ -8,18 +8,6 @@ use boxoffice::auth::jwt::Role;
 use crate::process::Proxy;
 use crate::support::{eventually, Cluster, Load};
 
-/// Every acknowledged hold is in PostgreSQL, once, and the event's invariants hold.
-async fn assert_all_stored(cluster: &Cluster, event: i64, acked: &[(String, Instant)]) {
-    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
-    let stored = cluster.stored_keys(event, &keys).await;
-    assert_eq!(
-        stored.len(),
-        keys.len(),
-        "every acknowledged hold is stored"
-    );
-    cluster.assert_invariants(event).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_out_of_reach_stops_every_node_and_all_recover_by_themselves() {
     let db = boxoffice_engine::testdb::TestDb::create().await;
@@ -102,7 +90,7 @@ async fn postgres_out_of_reach_stops_every_node_and_all_recover_by_themselves() 
         .stored_keys(event, &["during-cut".into()])
         .await
         .is_empty());
-    assert_all_stored(&cluster, event, &acked).await;
+    cluster.assert_all_stored(event, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,5 +150,5 @@ async fn a_rolling_restart_under_load_loses_nothing_and_fails_nothing() {
         "rolling restart: {} holds acknowledged, {unknown} answers retried (503), longest gap between acknowledgements {longest_gap:?}",
         acked.len()
     );
-    assert_all_stored(&cluster, event, &acked).await;
+    cluster.assert_all_stored(event, &acked).await;
 }

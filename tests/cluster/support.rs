@@ -369,6 +369,32 @@ impl Cluster {
         .unwrap()
     }
 
+    /// Every acknowledged hold (by its key) is in PostgreSQL, once each, and the event's
+    /// invariants hold.
+    pub async fn assert_all_stored(&self, event_id: i64, acked: &[(String, Instant)]) {
+        let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
+        let stored = self.stored_keys(event_id, &keys).await;
+        assert_eq!(
+            stored.len(),
+            keys.len(),
+            "every acknowledged hold is stored"
+        );
+        let distinct: std::collections::BTreeSet<&String> = stored.iter().collect();
+        assert_eq!(distinct.len(), stored.len(), "no key made two holds");
+        self.assert_invariants(event_id).await;
+    }
+
+    /// `kill -9` of node `i`: a crash, with no chance to hand anything over.
+    pub async fn kill_node(&mut self, i: usize) {
+        self.nodes[i]
+            .server
+            .as_mut()
+            .expect("the node runs")
+            .kill()
+            .await;
+        self.nodes[i].server = None;
+    }
+
     /// Every invariant of the event holds in PostgreSQL.
     pub async fn assert_invariants(&self, event_id: i64) {
         let violations = boxoffice_engine::audit::violations(&self.db.pool, event_id)
@@ -531,6 +557,20 @@ impl Load {
 
     pub fn acknowledged_after(&self, instant: Instant) -> bool {
         self.first_after(instant).is_some()
+    }
+
+    /// How long after `killed_at` the first hold sent after it was acknowledged, waiting
+    /// for one (a bound, not a timing assertion).
+    pub async fn recovered_after(&self, killed_at: Instant) -> Duration {
+        eventually(
+            Duration::from_secs(60),
+            "the event answered again after the kill",
+            || async { self.acknowledged_after(killed_at) },
+        )
+        .await;
+        self.first_after(killed_at)
+            .expect("acknowledged")
+            .duration_since(killed_at)
     }
 
     pub async fn until_more(&self, more: usize, what: &str) {

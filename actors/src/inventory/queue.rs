@@ -35,6 +35,12 @@ impl Inventory {
     /// Moves the waiting room to `now_ms` (the draw, admissions, passes run out). The actor
     /// calls it before every message, as it expires holds.
     pub fn advance_queue(&mut self, now_ms: i64) -> Vec<Change> {
+        // Every message of every event comes through here: an event without a waiting
+        // room pays one branch, not a sum over its sections.
+        if !self.rules.waiting_room.enabled {
+            self.queue.pause();
+            return Vec::new();
+        }
         let sale = self.sale(now_ms);
         let changes = self.queue.advance(now_ms, &sale);
         if !changes.is_empty() {
@@ -50,6 +56,9 @@ impl Inventory {
 
     /// When the waiting room next needs the actor without a request.
     pub fn next_queue_wakeup_ms(&self, now_ms: i64) -> Option<i64> {
+        if !self.rules.waiting_room.enabled {
+            return None;
+        }
         self.queue.next_wakeup_ms(now_ms, &self.sale(now_ms))
     }
 

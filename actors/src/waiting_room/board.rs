@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::error::Refusal;
 use crate::types::UserId;
 
 /// Where one buyer stands.
@@ -128,6 +129,15 @@ impl QueueBoard {
     pub fn view(&self, user_id: UserId, now_ms: i64) -> Option<QueueView> {
         let spot = self.spot(user_id)?;
         Some(self.view_of(spot, now_ms))
+    }
+
+    /// What a buyer is told at `now_ms`, or why nothing: the room is off, or they never
+    /// joined.
+    pub fn place(&self, user_id: UserId, now_ms: i64) -> Result<QueueView, Refusal> {
+        if !self.is_enabled() {
+            return Err(Refusal::WaitingRoomOff);
+        }
+        self.view(user_id, now_ms).ok_or(Refusal::NotInQueue)
     }
 
     /// The view of a spot at `now_ms`.

@@ -235,7 +235,6 @@ impl WaitingRoom {
         now_ms: i64,
         sale: &Sale,
     ) -> Result<(QueueView, Option<QueueChange>), Refusal> {
-        self.publish(sale);
         if let Some(spot) = self.board.spot(user_id) {
             return Ok((self.board.view_of(spot, now_ms), None));
         }
@@ -289,7 +288,7 @@ impl WaitingRoom {
         let mut changes = Vec::new();
         self.publish(sale);
         if !sale.rules.enabled {
-            self.accrued_at_ms = None;
+            self.pause();
             return changes;
         }
         if !self.drawn {
@@ -324,6 +323,11 @@ impl WaitingRoom {
             changes.push(self.admit(n, now_ms, sale));
         }
         changes
+    }
+
+    /// The room is off: the pace owes nothing for the time it stays off.
+    pub fn pause(&mut self) {
+        self.accrued_at_ms = None;
     }
 
     /// When the line next needs looking at without a request: the opening before the draw,

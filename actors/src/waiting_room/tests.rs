@@ -37,6 +37,8 @@ fn ranks(room: &WaitingRoom, users: impl IntoIterator<Item = UserId>) -> Vec<u32
 fn early_arrivals_are_drawn_at_the_opening_and_later_ones_queue_behind_in_order() {
     let mut room = WaitingRoom::default();
     let before = sale(false, 1_000, 60);
+    // The actor advances the line before every message, joins included.
+    assert!(room.advance(OPEN_MS - 2_000, &before).is_empty());
     for user in 0..100 {
         let (view, change) = room.join(user, OPEN_MS - 1_000 + user, &before).unwrap();
         assert!(change.is_some());
