@@ -648,12 +648,13 @@ async fn run_queue(
         started,
         drained_after_us: AtomicU64::new(0),
     });
+    let baseline_buyers = queue::baseline_buyers(args.admit_per_minute);
     let idle = setup::prepare(
         pool,
         keys,
         client,
         target,
-        1,
+        baseline_buyers,
         setup::EventPlan {
             name: "Load test (queue baseline)".into(),
             section: json!({"name": "Floor", "type": "GENERAL", "capacity": 1_000_000, "priceCents": 5000}),
@@ -663,14 +664,27 @@ async fn run_queue(
         },
     )
     .await?;
-    let before_baseline = queue::granted_hold_buckets(client, target).await;
-    let unloaded = queue::unloaded_holds(
+    // Two baselines on an event nobody queues for: holds one at a time (the idle pipeline),
+    // then the admitted buyers' own traffic without the crowd (the unloaded level).
+    let before_idle = queue::granted_hold_buckets(client, target).await;
+    let idle_holds = queue::idle_holds(
         &crowd,
         idle.event_id,
         idle.section_id,
         &idle.buyer_tokens[0],
     )
     .await;
+    let before_baseline = queue::granted_hold_buckets(client, target).await;
+    let baseline_started = Instant::now();
+    let unloaded = queue::unloaded_buyers(
+        crowd.clone(),
+        idle.event_id,
+        idle.section_id,
+        &idle.buyer_tokens,
+        args.admit_per_minute,
+    )
+    .await;
+    let baseline_seconds = baseline_started.elapsed().as_secs_f64();
     let after_baseline = queue::granted_hold_buckets(client, target).await;
     setup::clean_up(pool, client, target, &idle).await?;
     setup::open_waiting_room(client, target, prepared, args.admit_per_minute).await?;
@@ -691,10 +705,17 @@ async fn run_queue(
     let open = setup::open_sale_now(client, target, prepared);
     let (stats, mut report) = queue::crowd(crowd, &prepared.buyer_tokens, open).await?;
     let after_crowd = queue::granted_hold_buckets(client, target).await;
+    report.server_idle_hold_p99_ms = queue::p99_between(&before_idle, &before_baseline);
     report.server_unloaded_hold_p99_ms = queue::p99_between(&before_baseline, &after_baseline);
     report.server_admitted_hold_p99_ms = queue::p99_between(&after_baseline, &after_crowd);
+    report.server_hold_p99_ratio = report
+        .server_admitted_hold_p99_ms
+        .zip(report.server_unloaded_hold_p99_ms)
+        .map(|(crowd, unloaded)| crowd / unloaded.max(1e-3));
     report.admit_per_minute = args.admit_per_minute;
-    report.unloaded_holds = unloaded.summary(1.0);
+    report.idle_holds = idle_holds.summary(1.0);
+    report.unloaded_holds = unloaded.holds.summary(baseline_seconds);
+    report.unloaded_buyers = baseline_buyers;
     report.hold_p99_ratio = report.admitted_holds.p99_ms / report.unloaded_holds.p99_ms.max(1e-3);
     Ok((stats, report))
 }
@@ -767,6 +788,20 @@ fn print_table(r: &Report) {
             w.reconnects,
             w.matching,
             w.subscribers
+        );
+    }
+    if let Some(q) = &r.queue {
+        let ms = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"));
+        println!(
+            "waiting room: {} buyers joined ({:.0} joins/s); {} let in, {} told SOLD_OUT, {} still waiting",
+            q.buyers, q.joins.ok_per_second, q.admitted, q.told_sold_out, q.still_waiting
+        );
+        println!(
+            "granted holds p99 (server): {} under the crowd, {} unloaded ({} buyers at the pace, no crowd), {} idle (one at a time)",
+            ms(q.server_admitted_hold_p99_ms),
+            ms(q.server_unloaded_hold_p99_ms),
+            q.unloaded_buyers,
+            ms(q.server_idle_hold_p99_ms)
         );
     }
     if let Some(m) = &r.server_memory {

@@ -19,8 +19,14 @@ use serde_json::{json, Value};
 use super::http::Http;
 use super::stats::{Outcome, Rng, Series, SeriesSummary, Stats};
 
-/// Holds on the idle event that make the baseline.
-const BASELINE_HOLDS: usize = 300;
+/// Holds sent one at a time on the idle event: the idle pipeline's level.
+const IDLE_HOLDS: usize = 300;
+
+/// Buyers of the unloaded baseline: the admitted buyers' own traffic without the crowd.
+/// Enough for a p99 that is not one request, at most ~15 s of arrivals at the pace.
+const BASELINE_BUYERS_MAX: usize = 400;
+const BASELINE_BUYERS_MIN: usize = 100;
+const BASELINE_SECONDS: f64 = 15.0;
 
 /// What the queue scenario adds to the report.
 #[derive(Serialize)]
@@ -34,14 +40,22 @@ pub struct QueueReport {
     pub position_reads: SeriesSummary,
     /// Holds of buyers let in, under the crowd.
     pub admitted_holds: SeriesSummary,
-    /// Holds sent one at a time to an event without a waiting room, before the crowd.
+    /// The unloaded baseline, before the crowd, on an event without a waiting room: buyers
+    /// arriving at the admission pace (Poisson), each holding 1–4 tickets and booking them
+    /// as admitted buyers do — the admitted buyers' own traffic, without the crowd.
     pub unloaded_holds: SeriesSummary,
+    pub unloaded_buyers: usize,
+    /// Holds sent one at a time to that event (nothing else in flight): the idle pipeline.
+    pub idle_holds: SeriesSummary,
     /// admitted p99 / unloaded p99, as the generator saw them.
     pub hold_p99_ratio: f64,
     /// The server's own p99 of granted holds (its histogram's growth over each phase), in
-    /// ms: under the crowd, and unloaded.
+    /// ms: under the crowd, unloaded (same traffic, no crowd), and idle (one at a time).
     pub server_admitted_hold_p99_ms: Option<f64>,
     pub server_unloaded_hold_p99_ms: Option<f64>,
+    pub server_idle_hold_p99_ms: Option<f64>,
+    /// server admitted p99 / server unloaded p99: the crowd's cost to the admitted.
+    pub server_hold_p99_ratio: Option<f64>,
     /// Buyers let in (they bought, or found nothing left).
     pub admitted: u64,
     /// Buyers told SOLD_OUT while waiting.
@@ -127,17 +141,59 @@ async fn send_until_admitted(
     }
 }
 
-/// The baseline: `BASELINE_HOLDS` holds of one ticket, one at a time, on an event without a
+/// The idle pipeline: `IDLE_HOLDS` holds of one ticket, one at a time, on an event without a
 /// waiting room.
-pub async fn unloaded_holds(crowd: &Crowd, event_id: i64, section_id: i64, token: &str) -> Series {
+pub async fn idle_holds(crowd: &Crowd, event_id: i64, section_id: i64, token: &str) -> Series {
     let mut series = Series::default();
     let path = format!("/events/{event_id}/reservations");
-    for _ in 0..BASELINE_HOLDS {
+    for _ in 0..IDLE_HOLDS {
         let body = json!({"type": "GENERAL", "sectionId": section_id, "quantity": 1});
         let (status, _, us) = send(crowd, hyper::Method::POST, &path, token, Some(body)).await;
         series.record(Outcome::of(status), us);
     }
     series
+}
+
+/// How many buyers the unloaded baseline sends at `admit_per_minute`.
+pub fn baseline_buyers(admit_per_minute: u32) -> usize {
+    let per_second = f64::from(admit_per_minute.max(1)) / 60.0;
+    ((per_second * BASELINE_SECONDS) as usize).clamp(BASELINE_BUYERS_MIN, BASELINE_BUYERS_MAX)
+}
+
+/// The unloaded baseline: `tokens.len()` buyers arrive at `admit_per_minute` (exponential
+/// gaps, as buyers let in at that pace reach the sale), on an event nobody queues for, and
+/// each buys as an admitted buyer does ([`buy`]). Returns their holds and confirmations.
+pub async fn unloaded_buyers(
+    crowd: Arc<Crowd>,
+    event_id: i64,
+    section_id: i64,
+    tokens: &[String],
+    admit_per_minute: u32,
+) -> Stats {
+    let mean_gap_s = 60.0 / f64::from(admit_per_minute.max(1));
+    let mut rng = Rng::new(0x5EED);
+    let mut at = tokio::time::Instant::now();
+    let mut buyers = tokio::task::JoinSet::new();
+    for (i, token) in tokens.iter().enumerate() {
+        // Inverse transform of a uniform draw in (0, 1].
+        let u = (rng.below(1_000_000) + 1) as f64 / 1_000_000.0;
+        at += Duration::from_secs_f64(-u.ln() * mean_gap_s);
+        tokio::time::sleep_until(at).await;
+        let (crowd, token) = (crowd.clone(), token.clone());
+        buyers.spawn(async move {
+            let mut stats = Stats::default();
+            let mut rng = Rng::new(i as u64 + 1);
+            buy_from(&crowd, event_id, section_id, &mut stats, &mut rng, &token).await;
+            stats
+        });
+    }
+    let mut stats = Stats::default();
+    while let Some(done) = buyers.join_next().await {
+        if let Ok(s) = done {
+            stats.merge(s);
+        }
+    }
+    stats
 }
 
 /// What one buyer measured and was acknowledged.
@@ -184,10 +240,17 @@ async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
     let mut me = Buyer::default();
     let mut rng = Rng::new(seed);
     let base = format!("/events/{}", crowd.event_id);
-    // Spread the polls over the interval, as real pages would be.
-    tokio::time::sleep(crowd.poll.mul_f64(rng.below(1000) as f64 / 1000.0)).await;
+    // Each buyer's page polls on its own fixed schedule (the page's `setInterval`), its
+    // phase set by when the page was opened: spread over the interval, and kept. Sleeping
+    // the interval after each answer instead would let every stall of the generator or the
+    // server line the buyers' polls up, until whole groups of them ask — and, once let in,
+    // hold — in the same millisecond, which no crowd of separate browsers does.
+    let first = crowd.poll.mul_f64(rng.below(1000) as f64 / 1000.0);
+    let mut schedule = tokio::time::interval_at(tokio::time::Instant::now() + first, crowd.poll);
+    schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let place = format!("{base}/queue/me");
     while Instant::now() < crowd.deadline {
+        schedule.tick().await;
         let (status, data, us) = send(&crowd, hyper::Method::GET, &place, &token, None).await;
         me.positions.record(Outcome::of(status), us);
         match data["status"].as_str() {
@@ -207,7 +270,7 @@ async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
                 );
                 return me;
             }
-            _ => tokio::time::sleep(crowd.poll).await,
+            _ => {}
         }
     }
     me
@@ -215,10 +278,21 @@ async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
 
 /// A buyer let in: 1–4 tickets (fewer when fewer are left), then the booking.
 async fn buy(crowd: &Crowd, stats: &mut Stats, rng: &mut Rng, token: &str) {
-    let path = format!("/events/{}/reservations", crowd.event_id);
+    buy_from(crowd, crowd.event_id, crowd.section_id, stats, rng, token).await;
+}
+
+async fn buy_from(
+    crowd: &Crowd,
+    event_id: i64,
+    section_id: i64,
+    stats: &mut Stats,
+    rng: &mut Rng,
+    token: &str,
+) {
+    let path = format!("/events/{event_id}/reservations");
     let mut quantity = 1 + rng.below(4);
     while quantity > 0 {
-        let body = json!({"type": "GENERAL", "sectionId": crowd.section_id, "quantity": quantity});
+        let body = json!({"type": "GENERAL", "sectionId": section_id, "quantity": quantity});
         let (status, data) = send_until_admitted(
             crowd,
             &mut stats.holds,
@@ -304,9 +378,13 @@ pub async fn crowd<F: std::future::Future<Output = anyhow::Result<()>>>(
         position_reads: positions.summary(seconds),
         admitted_holds: stats.holds.summary(seconds),
         unloaded_holds: Series::default().summary(1.0),
+        unloaded_buyers: 0,
+        idle_holds: Series::default().summary(1.0),
         hold_p99_ratio: 0.0,
         server_admitted_hold_p99_ms: None,
         server_unloaded_hold_p99_ms: None,
+        server_idle_hold_p99_ms: None,
+        server_hold_p99_ratio: None,
         admitted,
         told_sold_out: told,
         still_waiting: waiting,

@@ -33,30 +33,25 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// Latencies a series keeps as a plain list before it folds them into its histograms. A
+/// histogram of that precision is ~140 KiB of counters: the waiting-room scenario gives
+/// every one of thousands of buyers their own series, and allocating (and zeroing) gigabytes
+/// of counters for a few requests each took both cores from the server it was measuring.
+const PENDING_MAX: usize = 1024;
+
 /// Counts and latencies of one kind of request.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Series {
     pub ok: u64,
     pub refused: u64,
     pub shed: u64,
     pub errors: u64,
-    /// Latency of admitted requests (everything but shed), in µs.
-    pub latency: Histogram<u64>,
-    /// Latency of shed requests, in µs: shedding must be fast.
-    pub shed_latency: Histogram<u64>,
-}
-
-impl Default for Series {
-    fn default() -> Self {
-        Series {
-            ok: 0,
-            refused: 0,
-            shed: 0,
-            errors: 0,
-            latency: histogram(),
-            shed_latency: histogram(),
-        }
-    }
+    /// Latencies in µs not yet in the histograms, and whether each was shed.
+    pending: Vec<(u64, bool)>,
+    /// Latency of admitted requests (everything but shed), in µs; made when first needed.
+    latency: Option<Box<Histogram<u64>>>,
+    /// Latency of shed requests, in µs (shedding must be fast); made when first needed.
+    shed_latency: Option<Box<Histogram<u64>>>,
 }
 
 impl Series {
@@ -68,10 +63,23 @@ impl Series {
             Outcome::Shed => self.shed += 1,
             Outcome::Error => self.errors += 1,
         }
-        if outcome == Outcome::Shed {
-            let _ = self.shed_latency.record(micros);
-        } else {
-            let _ = self.latency.record(micros);
+        self.pending.push((micros, outcome == Outcome::Shed));
+        if self.pending.len() >= PENDING_MAX {
+            self.fold();
+        }
+    }
+
+    /// Moves the pending latencies into the histograms.
+    fn fold(&mut self) {
+        for (micros, shed) in std::mem::take(&mut self.pending) {
+            let h = if shed {
+                &mut self.shed_latency
+            } else {
+                &mut self.latency
+            };
+            let _ = h
+                .get_or_insert_with(|| Box::new(histogram()))
+                .record(micros);
         }
     }
 
@@ -80,8 +88,20 @@ impl Series {
         self.refused += other.refused;
         self.shed += other.shed;
         self.errors += other.errors;
-        let _ = self.latency.add(&other.latency);
-        let _ = self.shed_latency.add(&other.shed_latency);
+        self.pending.extend_from_slice(&other.pending);
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.shed_latency, &other.shed_latency),
+        ] {
+            if let Some(theirs) = theirs {
+                let _ = mine
+                    .get_or_insert_with(|| Box::new(histogram()))
+                    .add(&**theirs);
+            }
+        }
+        if self.pending.len() >= PENDING_MAX {
+            self.fold();
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -90,6 +110,11 @@ impl Series {
 
     /// A summary for the report, latencies in milliseconds.
     pub fn summary(&self, seconds: f64) -> SeriesSummary {
+        let mut all = self.clone();
+        all.fold();
+        let empty = histogram();
+        let latency = all.latency.as_deref().unwrap_or(&empty);
+        let shed_latency = all.shed_latency.as_deref().unwrap_or(&empty);
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
                 0.0
@@ -105,16 +130,16 @@ impl Series {
             errors: self.errors,
             ok_per_second: self.ok as f64 / seconds,
             requests_per_second: self.total() as f64 / seconds,
-            p50_ms: ms(&self.latency, 0.50),
-            p90_ms: ms(&self.latency, 0.90),
-            p99_ms: ms(&self.latency, 0.99),
-            p999_ms: ms(&self.latency, 0.999),
-            max_ms: if self.latency.is_empty() {
+            p50_ms: ms(latency, 0.50),
+            p90_ms: ms(latency, 0.90),
+            p99_ms: ms(latency, 0.99),
+            p999_ms: ms(latency, 0.999),
+            max_ms: if latency.is_empty() {
                 0.0
             } else {
-                self.latency.max() as f64 / 1000.0
+                latency.max() as f64 / 1000.0
             },
-            shed_p99_ms: ms(&self.shed_latency, 0.99),
+            shed_p99_ms: ms(shed_latency, 0.99),
         }
     }
 }
@@ -184,5 +209,36 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Latencies kept as a list and latencies folded into the histograms are the same
+    /// figures: a series that crossed the fold merged with one that did not.
+    #[test]
+    fn pending_and_folded_latencies_summarize_alike() {
+        let mut big = Series::default();
+        for micros in 1..=3_000u64 {
+            big.record(Outcome::Ok, micros);
+        }
+        let mut small = Series::default();
+        for micros in 3_001..=3_010u64 {
+            small.record(Outcome::Ok, micros);
+        }
+        small.record(Outcome::Shed, 500);
+        assert!(
+            small.latency.is_none(),
+            "a few requests allocate no histogram"
+        );
+        big.merge(&small);
+        let s = big.summary(1.0);
+        assert_eq!((s.requests, s.ok, s.shed), (3_011, 3_010, 1));
+        assert!((s.p50_ms - 1.505).abs() < 0.002, "{}", s.p50_ms);
+        assert!((s.max_ms - 3.010).abs() < 0.002, "{}", s.max_ms);
+        assert!((s.shed_p99_ms - 0.5).abs() < 0.001, "{}", s.shed_p99_ms);
+        assert_eq!(Series::default().summary(1.0).p99_ms, 0.0);
     }
 }

@@ -145,10 +145,25 @@ async fn a_sellout_through_the_waiting_room_sells_exactly_out_and_tells_the_line
     assert_eq!(queue["buyers"], 400);
     assert_eq!(queue["stillWaiting"], 0, "the line was drained: {queue}");
     assert!(queue["toldSoldOut"].as_u64().unwrap() > 0, "{queue}");
+    // Both baselines ran: holds one at a time, and buyers at the pace without the crowd
+    // (each holds and books, so at least one hold a buyer).
+    assert_eq!(queue["idleHolds"]["ok"], 300, "{queue}");
+    let baseline_buyers = queue["unloadedBuyers"].as_u64().unwrap();
+    assert!(baseline_buyers >= 100, "{queue}");
     assert!(
-        queue["unloadedHolds"]["ok"].as_u64().unwrap() > 0,
+        queue["unloadedHolds"]["ok"].as_u64().unwrap() >= baseline_buyers,
         "{queue}"
     );
+    for p99 in [
+        "serverAdmittedHoldP99Ms",
+        "serverUnloadedHoldP99Ms",
+        "serverIdleHoldP99Ms",
+    ] {
+        assert!(
+            queue[p99].as_f64().is_some_and(|ms| ms > 0.0),
+            "{p99}: {queue}"
+        );
+    }
     let event_id = report["eventId"].as_i64().unwrap();
     // Sold exactly to capacity, in PostgreSQL: every ticket booked, every buyer one entry.
     let (booked, capacity): (i64, i64) = sqlx::query_as(
