@@ -232,7 +232,17 @@ pub fn router(state: AppState) -> Router {
         .route_layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        // Per-request spans at DEBUG. Failures are logged where they are understood (a 500
+        // by `ApiError` with its cause, a slow request by `track_requests`); tower-http's
+        // default would add an ERROR line for every 5xx — every shed 503 of an on-sale's
+        // overload, thousands a second, each a write to stderr on the hot path (~3 % of
+        // the server's CPU in an overload profile) and a flood in the operator's logs.
+        // Sheds are counted in `boxoffice_http_requests_total` and the shed metrics.
+        .layer(
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
 }
 
 /// Answers 503 `TIMEOUT` (with `Retry-After`) when a request runs longer than
