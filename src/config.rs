@@ -66,8 +66,8 @@ pub struct Settings {
     /// Longest wait for a request's header (idle keep-alive included) before the
     /// connection is closed.
     pub header_timeout_ms: u64,
-    /// The longest a connection's next request is held after a 503 with `Retry-After` (0:
-    /// off).
+    /// The longest pause of a connection's next request after a 503 with `Retry-After`,
+    /// before a random spread of up to half as long again (0: off).
     pub pace_max_ms: u64,
     /// Live-inventory stream subscribers this node serves at once; more get 503.
     pub stream_max_subscribers: usize,
