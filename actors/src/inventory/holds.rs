@@ -54,7 +54,8 @@ impl Inventory {
             now_ms,
         );
         if first_use {
-            changes.push(Change::Queue(self.queue.use_pass(user_id, now_ms)));
+            let tickets = outcome.hold.quantity;
+            changes.push(Change::Queue(self.queue.use_pass(user_id, now_ms, tickets)));
         }
         Ok((outcome, changes))
     }

@@ -5,8 +5,8 @@
 //!   (a uniform shuffle), so arriving at 9:59:59.999 gives no edge over 9:45; later arrivals
 //!   queue behind them, first come first served.
 //! - Buyers are let in from the front at the event's pace (`admitPerMinute`), never while
-//!   nothing is left to sell, and never more at once than there are tickets left for the
-//!   passes still unused. A buyer let in gets a pass good for `passTtlSeconds`; a pass that
+//!   nothing is left to sell, and never more passes unused at once than the tickets left
+//!   can serve (at what buyers let in took so far, on average). A buyer let in gets a pass good for `passTtlSeconds`; a pass that
 //!   runs out unused gives its place to the next buyer in line.
 //! - When the room is on, a hold needs a good pass.
 //!
@@ -151,6 +151,11 @@ pub struct WaitingRoom {
     returned: usize,
     /// When `credit` last grew; `None` while it does not.
     accrued_at_ms: Option<i64>,
+    /// Tickets taken by the first hold of each pass used so far, and how many passes: what
+    /// a buyer let in takes, on average, in this sale (not kept across a restart, which
+    /// starts again from one ticket a pass).
+    first_hold_tickets: u64,
+    passes_used: u64,
     /// (admitted, drawn) as last handed out by [`WaitingRoom::visibility`].
     shown: (usize, bool),
 }
@@ -186,6 +191,8 @@ impl Default for WaitingRoom {
             credit: 0.0,
             returned: 0,
             accrued_at_ms: None,
+            first_hold_tickets: 0,
+            passes_used: 0,
             shown: (0, false),
         }
     }
@@ -312,7 +319,9 @@ impl WaitingRoom {
         let burst = (pace / 12.0).max(1.0);
         self.credit =
             (self.credit + (now_ms - since_ms).max(0) as f64 * pace / 60_000.0).min(burst);
-        let room = (sale.available as usize).saturating_sub(self.unused_passes.len());
+        let room = self
+            .passes_for(sale.available)
+            .saturating_sub(self.unused_passes.len());
         let owed = self.returned + self.credit.floor() as usize;
         let n = owed.min(waiting).min(room);
         if n > 0 {
@@ -359,8 +368,24 @@ impl WaitingRoom {
         }
     }
 
-    /// Records a pass's first use (a hold placed with it).
-    pub fn use_pass(&mut self, user_id: UserId, now_ms: i64) -> QueueChange {
+    /// How many passes `available` tickets can serve: one per ticket until buyers have used
+    /// passes, then as many as the tickets would serve at what a buyer has taken on average
+    /// (rounded up, so that the last tickets always have a buyer). Counting one ticket a
+    /// pass when buyers take two or three let in, at the end of a sale, buyers who found
+    /// nothing left after their wait.
+    fn passes_for(&self, available: u32) -> usize {
+        if self.passes_used == 0 || self.first_hold_tickets <= self.passes_used {
+            return available as usize;
+        }
+        // ceil(available × used / tickets), in integers.
+        let (used, tickets) = (self.passes_used, self.first_hold_tickets);
+        (u64::from(available) * used).div_ceil(tickets) as usize
+    }
+
+    /// Records a pass's first use: a hold of `tickets` placed with it.
+    pub fn use_pass(&mut self, user_id: UserId, now_ms: i64, tickets: u32) -> QueueChange {
+        self.passes_used += 1;
+        self.first_hold_tickets += u64::from(tickets);
         if let Some(expires_ms) = self.board.spot(user_id).and_then(|s| s.pass_expires_at_ms) {
             self.unused_passes.remove(&(expires_ms, user_id));
         }

@@ -124,7 +124,7 @@ fn nobody_is_let_in_while_nothing_is_left_and_never_more_than_the_tickets_left()
     // One pass is used (its hold took a ticket): one more place.
     let used = room.order[0];
     assert_eq!(room.check_pass(used, OPEN_MS + 30_000), Ok(true));
-    room.use_pass(used, OPEN_MS + 30_000);
+    room.use_pass(used, OPEN_MS + 30_000, 1);
     assert_eq!(room.check_pass(used, OPEN_MS + 30_000), Ok(false));
     room.advance(OPEN_MS + 30_100, &sale(true, 3, 6_000));
     assert_eq!(room.admitted(), 4);
@@ -194,7 +194,7 @@ fn a_restored_waiting_room_keeps_every_place_and_pass() {
         }
     }
     let (to_rank, at_ms, expires_ms) = admitted[0];
-    room.use_pass(room.order[0], OPEN_MS + 1_000);
+    room.use_pass(room.order[0], OPEN_MS + 1_000, 1);
     let entries: Vec<RestoredEntry> = rows
         .iter()
         .map(|row| {
@@ -223,4 +223,48 @@ fn a_restored_waiting_room_keeps_every_place_and_pass() {
     assert_eq!(restored.admitted(), room.admitted());
     assert_eq!(restored.unused_passes, room.unused_passes);
     assert_eq!(restored.next_arrival, 30);
+}
+
+/// Once buyers let in have taken several tickets each, passes outstanding count for that
+/// many: the last tickets are not promised to more buyers than they can serve — and the
+/// last one still gets a buyer.
+#[test]
+fn passes_outstanding_count_for_the_tickets_buyers_take() {
+    let mut room = WaitingRoom::default();
+    assert_eq!(
+        room.passes_for(88),
+        88,
+        "one ticket a pass before anyone bought"
+    );
+    room.passes_used = 4;
+    room.first_hold_tickets = 12;
+    assert_eq!(
+        room.passes_for(88),
+        30,
+        "88 tickets serve 30 buyers at 3 each (rounded up)"
+    );
+    assert_eq!(room.passes_for(1), 1, "the last ticket still gets a buyer");
+    assert_eq!(room.passes_for(0), 0);
+
+    let open = |available| sale(true, available, 600_000);
+    let mut room = WaitingRoom::default();
+    room.advance(OPEN_MS, &open(10));
+    for user in 0..20 {
+        room.join(user, OPEN_MS, &open(10)).unwrap();
+    }
+    room.advance(OPEN_MS + 1_000, &open(10));
+    assert_eq!(
+        room.admitted(),
+        10,
+        "one ticket a pass before anyone bought"
+    );
+    for user in room.order[..2].to_vec() {
+        room.use_pass(user, OPEN_MS + 1_000, 2);
+    }
+    // 6 tickets left and 8 passes unused; at 2 tickets a buyer, 6 serve 3: nobody more.
+    room.advance(OPEN_MS + 2_000, &open(6));
+    assert_eq!(room.admitted(), 10);
+    // The 8 unused passes run out (60 s): their places go to 3 buyers, not 8.
+    room.advance(OPEN_MS + 62_000, &open(6));
+    assert_eq!(room.admitted(), 13);
 }
