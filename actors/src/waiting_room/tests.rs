@@ -258,9 +258,9 @@ fn passes_outstanding_count_for_the_tickets_buyers_take() {
         10,
         "one ticket a pass before anyone bought"
     );
-    for user in room.order[..2].to_vec() {
-        room.use_pass(user, OPEN_MS + 1_000, 2);
-    }
+    let (first, second) = (room.order[0], room.order[1]);
+    room.use_pass(first, OPEN_MS + 1_000, 2);
+    room.use_pass(second, OPEN_MS + 1_000, 2);
     // 6 tickets left and 8 passes unused; at 2 tickets a buyer, 6 serve 3: nobody more.
     room.advance(OPEN_MS + 2_000, &open(6));
     assert_eq!(room.admitted(), 10);
