@@ -4,9 +4,11 @@
 //! holds 1–4 tickets and books them — until told SOLD_OUT.
 //!
 //! What it shows: joins and position reads at the crowd's rate; the holds of buyers let in
-//! as fast as on an idle server (the line holds the crowd back, so admitted buyers meet no
-//! crowd) — compared in the same run with holds on an event nobody queues for, sent one at a
-//! time; the event sold exactly to capacity; the rest of the line told SOLD_OUT.
+//! as fast as without the crowd (the line holds the crowd back, so admitted buyers meet
+//! only each other) — compared in the same run with the same traffic on an event nobody
+//! queues for (buyers arriving at the admission pace, each buying as admitted buyers do),
+//! and with holds sent one at a time (the idle pipeline); the event sold exactly to
+//! capacity; the rest of the line told SOLD_OUT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
