@@ -14,8 +14,9 @@
 //!   when it runs out (hyper's `header_read_timeout`, which starts with each new request);
 //! - **pacing after a 503**: a connection answered 503 with `Retry-After` (shed, shutting
 //!   down, timed out) has its next request handled no sooner than that (at most
-//!   `PACE_MAX_MS`, default 1 s, plus a random spread of up to half as long again). The 503 itself goes out at once; a client that ignores Retry-After and
-//!   asks again at once simply waits, its request costing nothing meanwhile. Without it,
+//!   `PACE_MAX_MS`, default 1 s, plus a random spread of up to half as long again). The
+//!   503 itself goes out at once; a client that ignores Retry-After and asks again at once
+//!   simply waits, its request costing nothing meanwhile. Without it,
 //!   thousands of clients retrying in a closed loop turn every cycle the server saves by
 //!   refusing cheaply into more refusals, and the admitted buyers starve;
 //! - **a handle on its own connection for a handler** ([`ConnectionControl`]): a live
@@ -188,7 +189,8 @@ pub struct ConnectionLimits {
     /// Longest wait for a request's header, idle keep-alive time included.
     pub header_timeout: Duration,
     /// The longest pause of a connection's next request after a 503 with `Retry-After`
-    /// (spread at random up to half as long again); zero turns pacing off (behind a proxy that shares its connections among clients).
+    /// (spread at random up to half as long again); zero turns pacing off (behind a proxy
+    /// that shares its connections among clients).
     pub pace_max: Duration,
 }
 

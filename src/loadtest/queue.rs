@@ -185,7 +185,7 @@ pub async fn unloaded_buyers(
         buyers.spawn(async move {
             let mut stats = Stats::default();
             let mut rng = Rng::new(i as u64 + 1);
-            buy_from(&crowd, event_id, section_id, &mut stats, &mut rng, &token).await;
+            buy(&crowd, event_id, section_id, &mut stats, &mut rng, &token).await;
             stats
         });
     }
@@ -258,7 +258,16 @@ async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
         match data["status"].as_str() {
             Some("ADMITTED") => {
                 me.admitted = true;
-                buy(&crowd, &mut me.stats, &mut rng, &token).await;
+                let (event_id, section_id) = (crowd.event_id, crowd.section_id);
+                buy(
+                    &crowd,
+                    event_id,
+                    section_id,
+                    &mut me.stats,
+                    &mut rng,
+                    &token,
+                )
+                .await;
                 return me;
             }
             Some("SOLD_OUT") => {
@@ -278,12 +287,9 @@ async fn buyer(crowd: Arc<Crowd>, token: String, seed: u64) -> Buyer {
     me
 }
 
-/// A buyer let in: 1–4 tickets (fewer when fewer are left), then the booking.
-async fn buy(crowd: &Crowd, stats: &mut Stats, rng: &mut Rng, token: &str) {
-    buy_from(crowd, crowd.event_id, crowd.section_id, stats, rng, token).await;
-}
-
-async fn buy_from(
+/// A buyer let in: 1–4 tickets (fewer when fewer are left) of `section_id`, then the
+/// booking.
+async fn buy(
     crowd: &Crowd,
     event_id: i64,
     section_id: i64,

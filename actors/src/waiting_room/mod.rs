@@ -6,8 +6,9 @@
 //!   queue behind them, first come first served.
 //! - Buyers are let in from the front at the event's pace (`admitPerMinute`), never while
 //!   nothing is left to sell, and never more passes unused at once than the tickets left
-//!   can serve (at what buyers let in took so far, on average). A buyer let in gets a pass good for `passTtlSeconds`; a pass that
-//!   runs out unused gives its place to the next buyer in line.
+//!   can serve (at what buyers let in took so far, on average). A buyer let in gets a pass
+//!   good for `passTtlSeconds`; a pass that runs out unused gives its place to the next
+//!   buyer in line.
 //! - When the room is on, a hold needs a good pass.
 //!
 //! Like the inventory, this is synchronous and free of I/O: it takes the time as an
