@@ -234,6 +234,7 @@ impl Settings {
                     "ENGINE_IDLE_TIMEOUT_SECONDS",
                     defaults.idle_timeout_seconds,
                 )?,
+                actor_thread: parsed("ENGINE_ACTOR_THREAD", defaults.actor_thread)?,
                 stream_interval_ms: parsed("STREAM_INTERVAL_MS", defaults.stream_interval_ms)?,
                 stream_deliveries_per_second: parsed(
                     "STREAM_DELIVERIES_PER_SECOND",
