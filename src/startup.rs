@@ -192,7 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::routes())
         .merge(queue::routes())
         .merge(web::routes())
-        .merge(reservations::routes(&state))
+        .merge(reservations::routes())
         .merge(bookings::routes())
         .merge(discounts::routes())
         .merge(openapi::routes())
