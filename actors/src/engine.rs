@@ -113,6 +113,12 @@ impl Engine {
         events
     }
 
+    /// Whether the event's actor is running on this node now, so that its requests are
+    /// decided here (unless it stops before they reach it).
+    pub fn runs_here(&self, event_id: EventId) -> bool {
+        self.registry.runs(event_id)
+    }
+
     /// Forgets where an event was last seen owned: a forward there was refused, so the next
     /// request asks PostgreSQL (and claims the event if its owner is gone).
     pub fn forget_owner(&self, event_id: EventId) {

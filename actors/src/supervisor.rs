@@ -135,6 +135,11 @@ impl Registry {
         self.live.get(&event_id).map(|h| h.clone())
     }
 
+    /// Whether the event's actor is running here (no handle cloned).
+    pub fn runs(&self, event_id: EventId) -> bool {
+        self.live.get(&event_id).is_some_and(|h| h.is_running())
+    }
+
     /// Every live actor.
     pub fn all(&self) -> Vec<EventHandle> {
         self.live.iter().map(|e| e.value().clone()).collect()

@@ -14,8 +14,9 @@
 //!   request asks PostgreSQL, and claims the event if its owner is gone) and answers 503 with
 //!   `Retry-After`.
 //! - The request is sent on as it came (method, path, headers, body), which the layer keeps
-//!   aside before the handler runs; the owner's response — a live stream included — is
-//!   passed back as it comes.
+//!   aside before the handler runs — unless the event's actor runs on this node, whose
+//!   requests are decided here; the owner's response — a live stream included — is passed
+//!   back as it comes.
 
 use std::time::Duration;
 
@@ -65,6 +66,24 @@ pub async fn forward_to_owner(
     next: Next,
 ) -> Response {
     let forwarded = request.headers().contains_key(FORWARDED_BY);
+    // An event whose actor runs here is decided here: nothing to keep for a forward. Only
+    // if the actor stops between this look and the request reaching it (its node lost the
+    // event) is the request refused (503, retryable) instead of forwarded; the next one
+    // finds no actor and takes the path below. This spares the hot event's every request a
+    // copy of its body and headers.
+    let event_id = request
+        .uri()
+        .path()
+        .strip_prefix("/events/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse().ok());
+    if event_id.is_some_and(|id| state.engine.runs_here(id)) {
+        let mut response = next.run(request).await;
+        if let Some(owner) = response.extensions_mut().remove::<OwnedElsewhere>() {
+            not_forwarded(&state, &owner, forwarded, &mut response);
+        }
+        return response;
+    }
     // Keep what is needed to send the request again; the body is bounded like any body.
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
@@ -90,19 +109,12 @@ pub async fn forward_to_owner(
     let Some(owner) = response.extensions_mut().remove::<OwnedElsewhere>() else {
         return response;
     };
-    if forwarded {
-        // Forwarded here by a node that thought this one the owner: say it is not, once.
-        metrics::counter!("boxoffice_cluster_forwards_received_total", "result" => "not_owner")
-            .increment(1);
-        response.headers_mut().insert(
-            HeaderName::from_static(NOT_OWNER),
-            HeaderValue::from_static("1"),
-        );
-        return response;
-    }
-    let Some(url) = owner.url.clone() else {
-        state.engine.forget_owner(owner.event_id);
-        return response;
+    let url = match &owner.url {
+        Some(url) if !forwarded => url.clone(),
+        _ => {
+            not_forwarded(&state, &owner, forwarded, &mut response);
+            return response;
+        }
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = state.peers.request(method, format!("{url}{path}"));
@@ -140,4 +152,25 @@ pub async fn forward_to_owner(
     passed.body(body).unwrap_or_else(|e| {
         ApiError::Internal(anyhow::anyhow!("passing a forwarded answer back: {e}")).into_response()
     })
+}
+
+/// A refusal for an event owned elsewhere that is answered as it is: to a node that
+/// forwarded it here (which is told this node is not the owner, once), or when the owner is
+/// not known or the request's body was not kept (the next request asks PostgreSQL).
+fn not_forwarded(
+    state: &AppState,
+    owner: &OwnedElsewhere,
+    forwarded: bool,
+    response: &mut Response,
+) {
+    if forwarded {
+        metrics::counter!("boxoffice_cluster_forwards_received_total", "result" => "not_owner")
+            .increment(1);
+        response.headers_mut().insert(
+            HeaderName::from_static(NOT_OWNER),
+            HeaderValue::from_static("1"),
+        );
+    } else {
+        state.engine.forget_owner(owner.event_id);
+    }
 }
