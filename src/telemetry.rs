@@ -4,9 +4,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -359,16 +359,21 @@ fn describe_metrics() {
 }
 
 /// Records every request's latency by method, matched route and status, and logs slow
-/// ones. The route is the pattern (`/events/{id}`), never the raw path, so label values stay
-/// bounded however many ids are requested.
-pub async fn track_requests(request: Request, next: Next) -> Response {
+/// ones, around `answer` (what the route answers). The route is the pattern
+/// (`/events/{id}`), never the raw path, so label values stay bounded however many ids are
+/// requested.
+pub async fn track_requests<F, A>(request: Request, answer: F) -> Response
+where
+    F: FnOnce(Request) -> A,
+    A: Future<Output = Response>,
+{
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let response = answer(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16().to_string();
     metrics::histogram!(

@@ -3,7 +3,7 @@
 //!
 //! The engine says when an event is owned elsewhere ([`boxoffice_engine::EngineError::NotOwner`],
 //! from a short cache of owners or from the claim it attempted); the handler turns that into
-//! an [`ApiError::OwnedElsewhere`] whose response carries an [`OwnedElsewhere`] marker, and [`forward_to_owner`], a layer around every route, answers
+//! an [`ApiError::OwnedElsewhere`] whose response carries an [`OwnedElsewhere`] marker, and [`forward_to_owner`], run around every route (`startup::around_route`), answers
 //! with the owner's response instead. So no handler knows about forwarding, and a request
 //! is decided by exactly one node.
 //!
