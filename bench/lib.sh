@@ -38,3 +38,30 @@ SQL
   done
   psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 }
+
+# Starts the release build on a fresh database $1 at $URL, stopped (and the database and
+# $WORK removed) when the script exits; waits until it is ready. Sets SERVER.
+serve_fresh() {
+  DB="$1"
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+  psql -q "$PG/postgres" -c CHECKPOINT
+  DATABASE_URL="$PG/$DB" BIND_ADDR="${URL#http://}" "$BIN" serve >"$WORK/server.log" 2>&1 &
+  SERVER=$!
+  trap 'kill -TERM "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
+        psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
+        rm -rf "$WORK"' EXIT
+  for _ in $(seq 1 100); do curl -fs "$URL/health/ready" >/dev/null && break; sleep 0.1; done
+}
+
+# A hot GENERAL event with 2,048 buyers for bench/holds.lua: writes $WORK/scenario.txt
+# (event, section, then one token a line) and exports SCENARIO. Extra loadtest flags in "$@".
+wrk_scenario() {
+  DATABASE_URL="$PG/$DB" "$BIN" loadtest --target "$URL" --scenario hot-ga --buyers 2048 \
+    "$@" --prepare-only "$WORK/scenario.json" 2>/dev/null
+  python3 - "$WORK/scenario.json" "$WORK/scenario.txt" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write("\n".join([str(s["eventId"]), str(s["sectionId"])] + s["tokens"]) + "\n")
+PY
+  export SCENARIO="$WORK/scenario.txt"
+}

@@ -27,27 +27,9 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/boxoffice
 fi
 
-psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-psql -q "$PG/postgres" -c CHECKPOINT
 URL="http://127.0.0.1:$PORT"
-DATABASE_URL="$PG/$DB" BIND_ADDR="127.0.0.1:$PORT" "$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER=$!
-cleanup() {
-  kill -TERM "$SERVER" 2>/dev/null || true
-  wait "$SERVER" 2>/dev/null || true
-  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fs "$URL/health/ready" >/dev/null && break; sleep 0.1; done
-DATABASE_URL="$PG/$DB" "$BIN" loadtest --target "$URL" --scenario hot-ga --buyers 2048 \
-  --prepare-only "$WORK/scenario.json" 2>/dev/null
-python3 - "$WORK/scenario.json" "$WORK/scenario.txt" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-open(sys.argv[2], "w").write("\n".join([str(s["eventId"]), str(s["sectionId"])] + s["tokens"]) + "\n")
-PY
-export SCENARIO="$WORK/scenario.txt"
+serve_fresh "$DB"
+wrk_scenario
 COUNTS="$WORK/warm.counts" wrk -t2 -c"$CONNECTIONS" -d3s -s bench/holds.lua "$URL" >/dev/null
 # DWARF call graphs: release builds keep no frame pointers, but do keep unwind tables.
 perf record -q -a -F "${PERF_HZ:-99}" --call-graph dwarf,16384 -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" 2>/dev/null &

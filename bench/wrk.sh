@@ -30,30 +30,11 @@ if [ "${SKIP_BASELINE:-}" = "" ]; then
   BASELINE_CLIENTS="8 16 32 64" baseline boxoffice_bench_wrk_baseline "$SECONDS_PER_RUN"
 fi
 
-psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-psql -q "$PG/postgres" -c CHECKPOINT
 URL="http://127.0.0.1:$PORT"
-DATABASE_URL="$PG/$DB" BIND_ADDR="127.0.0.1:$PORT" "$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER=$!
-cleanup() {
-  kill -TERM "$SERVER" 2>/dev/null || true
-  wait "$SERVER" 2>/dev/null || true
-  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fs "$URL/health/ready" >/dev/null && break; sleep 0.1; done
+serve_fresh "$DB"
 # HOLD_TTL_SECONDS_BENCH=10: every hold is abandoned (wrk never confirms) and expires.
-DATABASE_URL="$PG/$DB" "$BIN" loadtest --target "$URL" --scenario hot-ga --buyers 2048 \
-  ${HOLD_TTL_SECONDS_BENCH:+--hold-ttl-seconds "$HOLD_TTL_SECONDS_BENCH"} \
-  --prepare-only "$WORK/scenario.json" 2>/dev/null
-python3 - "$WORK/scenario.json" "$WORK/scenario.txt" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-open(sys.argv[2], "w").write("\n".join([str(s["eventId"]), str(s["sectionId"])] + s["tokens"]) + "\n")
-EOF
+wrk_scenario ${HOLD_TTL_SECONDS_BENCH:+--hold-ttl-seconds "$HOLD_TTL_SECONDS_BENCH"}
 EVENT=$(head -1 "$WORK/scenario.txt")
-export SCENARIO="$WORK/scenario.txt"
 rss() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$SERVER/status"; }
 scrape() { curl -fs "$URL/metrics" >"$1"; }
 ROUTE='/events/{id}/reservations'
