@@ -399,8 +399,10 @@ pub async fn closed_loop(ctx: Arc<Ctx>, concurrency: usize) -> Stats {
 /// request due when every worker is busy and the queue of due requests is full is skipped
 /// and counted: the generator says it is saturated rather than quietly slowing its
 /// schedule. Nothing is spawned per request, so the generator's own cost stays flat.
-pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, u64) {
+pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, Dispatch) {
     let workers = max_in_flight.clamp(1, 20_000) as usize;
+    // The pool is open before the first request is due (inside the warm-up).
+    ctx.http.open(workers).await;
     let (due_tx, due_rx) = due_queue(workers);
     let pool: Vec<_> = (0..workers)
         .map(|w| {
@@ -428,18 +430,22 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
 
     let started = Instant::now();
     let interval_ns = 1e9 / rate.max(1) as f64;
-    let (mut scheduled, mut skipped) = (0u64, 0u64);
+    // Counted for the measured part only, like every other figure of the run: the warm-up
+    // includes opening the pool.
+    let (mut due_count, mut scheduled, mut skipped) = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while ctx.running() {
         tick.tick().await;
         let due_by_now = (started.elapsed().as_nanos() as f64 / interval_ns) as u64;
-        while scheduled < due_by_now {
-            let due = started + Duration::from_nanos((scheduled as f64 * interval_ns) as u64);
-            if due_tx.try_send((scheduled as usize, due)).is_err() {
-                skipped += 1;
+        while due_count < due_by_now {
+            let due = started + Duration::from_nanos((due_count as f64 * interval_ns) as u64);
+            let sent = due_tx.try_send((due_count as usize, due)).is_ok();
+            if due >= ctx.measure_from {
+                scheduled += 1;
+                skipped += u64::from(!sent);
             }
-            scheduled += 1;
+            due_count += 1;
         }
     }
     drop(due_tx);
@@ -447,7 +453,16 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
     for worker in pool {
         total.merge(worker.await.expect("worker"));
     }
-    (total, skipped)
+    (total, Dispatch { scheduled, skipped })
+}
+
+/// What the open loop's schedule asked for and what it could not send.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dispatch {
+    /// Requests that came due in the measured part (after the warm-up).
+    pub scheduled: u64,
+    /// Of those, the ones not sent: every connection busy and the queue of due requests full.
+    pub skipped: u64,
 }
 
 /// A bounded multi-consumer queue of due requests: a tokio channel whose one receiver the

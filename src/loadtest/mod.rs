@@ -87,7 +87,10 @@ pub struct LoadtestArgs {
     /// Closed loop: this many concurrent buyers, each sending when answered.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Open loop instead: this many requests per second, on schedule.
+    /// Open loop instead: this many requests per second, on schedule. Its connections carry
+    /// independent buyers one after another, as a proxy's do, and one answered 503 is used
+    /// again: run the server with `PACE_MAX_MS=0`, as behind a proxy, or its pacing holds
+    /// each such connection's next request (and that wait counts as latency).
     #[arg(long)]
     pub rate: Option<u64>,
     /// Seconds to measure (sellout: at most this long), after the warm-up.
@@ -181,6 +184,8 @@ struct Report {
     capacity: i64,
     booked: i64,
     abandoned_holds: u64,
+    /// Open loop: requests that came due after the warm-up, and those not sent.
+    generator_scheduled: u64,
     generator_skipped: u64,
     server_memory: Option<Memory>,
     subscribers: Option<watch::WatchReport>,
@@ -353,7 +358,13 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         let measure_from = started + Duration::from_secs(args.warmup);
         Arc::new(Ctx {
             measure_from,
-            http: http::Http::new(&target).expect("target checked above"),
+            http: match args.rate {
+                // The open loop's pool carries independent buyers, as a proxy's would.
+                Some(_) => http::Http::new(&target)
+                    .expect("target checked above")
+                    .reusing_after_shed(),
+                None => http::Http::new(&target).expect("target checked above"),
+            },
             requests,
             run_id: format!("{}-{}", run_id, read_path.len()),
             keys_issued: AtomicU64::new(0),
@@ -422,6 +433,7 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         capacity: 0,
         booked: 0,
         abandoned_holds: 0,
+        generator_scheduled: 0,
         generator_skipped: 0,
         server_memory: None,
         subscribers: None,
@@ -434,7 +446,10 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     let drive = |ctx: Arc<Ctx>| async {
         match args.rate {
             Some(rate) => drive::open_loop(ctx, rate, args.max_in_flight).await,
-            None => (drive::closed_loop(ctx, args.concurrency).await, 0),
+            None => (
+                drive::closed_loop(ctx, args.concurrency).await,
+                drive::Dispatch::default(),
+            ),
         }
     };
     let mut stats = Stats::default();
@@ -498,11 +513,12 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
     } else {
         let action = action.expect("every scenario but queue has an action");
         let run = ctx(action, String::new(), Duration::from_secs(args.duration));
-        let (s, skipped) = drive(run.clone()).await;
+        let (s, dispatch) = drive(run.clone()).await;
         run.progress.finish_and_clear();
         let secs = run.measure_from.elapsed().as_secs_f64();
         report.seconds = secs;
-        report.generator_skipped = skipped;
+        report.generator_scheduled = dispatch.scheduled;
+        report.generator_skipped = dispatch.skipped;
         let sold_out = run.sold_out_after_us.load(Ordering::SeqCst);
         report.sold_out_after_seconds = (sold_out > 0).then(|| sold_out as f64 / 1e6);
         if action == Action::SelloutBuy {
@@ -811,6 +827,15 @@ fn print_table(r: &Report) {
         println!(
             "server memory: {:.0} MiB at start, {:.0} MiB max, {:.0} MiB at end",
             m.start_mib, m.max_mib, m.end_mib
+        );
+    }
+    if r.generator_scheduled > 0 {
+        println!(
+            "generator sent {} of {} requests scheduled after the warm-up ({:.1} %)",
+            r.generator_scheduled - r.generator_skipped,
+            r.generator_scheduled,
+            100.0 * (r.generator_scheduled - r.generator_skipped) as f64
+                / r.generator_scheduled as f64
         );
     }
     if r.generator_skipped > 0 {
