@@ -4,6 +4,7 @@
 # own latency histograms, then audited in PostgreSQL.
 #
 #   bench/wrk.sh [connections] [seconds]        (defaults: 256, 15; 3 s of warm-up first)
+#   BIN=/path/to/other/boxoffice bench/wrk.sh   (measure another build the same way)
 #
 # 1. baseline: a row-lock transaction per hold under pgbench, best of 8–64 clients;
 # 2. holds: GENERAL holds of 1 ticket, 2,048 buyers round robin (bench/holds.lua);
@@ -23,8 +24,10 @@ WORK=$(mktemp -d)
 export JWT_SECRET="bench-secret-$(date +%s)-bench-secret-bench" RUST_LOG=warn
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release --quiet --bin boxoffice
-BIN=target/release/boxoffice
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet --bin boxoffice
+  BIN=target/release/boxoffice
+fi
 
 if [ "${SKIP_BASELINE:-}" = "" ]; then
   BASELINE_CLIENTS="8 16 32 64" baseline boxoffice_bench_wrk_baseline "$SECONDS_PER_RUN"
