@@ -401,14 +401,17 @@ impl Engine {
     {
         for _ in 0..MAX_SEND_ATTEMPTS {
             let handle = self.handle_for(event_id).await?;
-            let _event_slot = handle
+            let event_slot = handle
                 .in_flight
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| shed("event"))?;
+            // The slot travels with the message and is given back when the actor answers
+            // (`Reply`), or when the message is dropped unanswered.
+            let message = |port| make(Reply::new(port, Some(event_slot)));
             match handle
                 .actor
-                .call(&make, Some(self.ctx.config.call_timeout()))
+                .call(message, Some(self.ctx.config.call_timeout()))
                 .await
             {
                 Ok(CallResult::Success(answer)) => return answer,

@@ -2,6 +2,7 @@
 //! refusals at once and everything else only after the decision is durable.
 
 use ractor::RpcReplyPort;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::EngineError;
 use crate::inventory::{EventRules, SectionSnapshot};
@@ -11,8 +12,42 @@ use crate::types::{
 };
 use crate::waiting_room::QueueView;
 
-/// Where an answer goes.
-pub type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
+/// Where an answer goes, and the request's slot in its event's in-flight bound.
+///
+/// The slot is given back the moment the answer is sent (or the message is dropped
+/// unanswered), not when the caller's task next runs. Under overload that task can wait
+/// tens of milliseconds in its worker's run queue behind connections being refused; a slot
+/// held through that wait was one the engine could not use, so every admitted hold's wait
+/// for a CPU shrank the event's throughput (256 slots / 30 ms is 8,500 holds a second).
+/// The bound is on work the engine has not answered, and that is what it counts. (The
+/// node-wide bound, `Engine::admit`, still covers the whole call: shutdown waits on it.)
+pub struct Reply<T> {
+    /// Where the caller waits for the answer.
+    port: RpcReplyPort<Result<T, EngineError>>,
+    /// Dropped right after the answer is sent.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<T> Reply<T> {
+    /// A reply port, with the event slot the request took, if it took one.
+    pub fn new(
+        port: RpcReplyPort<Result<T, EngineError>>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Reply { port, slot }
+    }
+
+    /// Sends the answer, then gives the slot back. Fails if the caller stopped waiting.
+    pub fn send(
+        self,
+        answer: Result<T, EngineError>,
+    ) -> Result<(), ractor::MessagingErr<Result<T, EngineError>>> {
+        let Reply { port, slot } = self;
+        let sent = port.send(answer);
+        drop(slot);
+        sent
+    }
+}
 
 /// Everything that can happen to an event's inventory.
 pub enum EventMessage {
@@ -56,5 +91,37 @@ impl EventMessage {
                 | EventMessage::FlushDone(_)
                 | EventMessage::Drain(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::{oneshot, Semaphore};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_event_slot_is_given_back_when_the_answer_is_sent_or_dropped() {
+        let slots = Arc::new(Semaphore::new(1));
+        let (port, answer) = oneshot::channel();
+        let slot = slots.clone().try_acquire_owned().unwrap();
+        let reply: Reply<u32> = Reply::new(port.into(), Some(slot));
+        assert_eq!(slots.available_permits(), 0);
+        reply.send(Ok(7)).unwrap();
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "given back before the caller has read the answer"
+        );
+        assert!(matches!(answer.await, Ok(Ok(7))));
+
+        // A message dropped unanswered (the actor stopped) gives its slot back too.
+        let (port, answer) = oneshot::channel::<Result<u32, EngineError>>();
+        let slot = slots.clone().try_acquire_owned().unwrap();
+        drop(Reply::new(port.into(), Some(slot)));
+        assert_eq!(slots.available_permits(), 1);
+        assert!(answer.await.is_err());
     }
 }
