@@ -136,8 +136,9 @@ impl Http {
     /// Sends a request; returns the status and body, or `None` when the connection failed.
     ///
     /// A pooled connection the server closed while it idled ends (or is reset) before any
-    /// byte of the answer; that request is sent once more on a new connection. The server closes an idle
-    /// connection without reading what arrives on it, so nothing is decided twice.
+    /// byte of the answer; that request is sent once more on a new connection. The server
+    /// closes an idle connection without reading what arrives on it, so nothing is decided
+    /// twice.
     pub async fn send(
         &self,
         method: hyper::Method,
@@ -154,9 +155,7 @@ impl Http {
         let mut answer = conn
             .exchange(&self.authority, &method, path, token, key, &body)
             .await;
-        let closed_unanswered = matches!(&answer, Err(e) if matches!(e.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe))
-            && conn.read.is_empty();
+        let closed_unanswered = matches!(&answer, Err(e) if closed(e)) && conn.read.is_empty();
         if reused && closed_unanswered {
             conn = self.connect().await?;
             answer = conn
@@ -297,6 +296,14 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// The peer had closed the connection (ended or reset it, or it was gone when written to).
+fn closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
