@@ -840,7 +840,9 @@ fn print_table(r: &Report) {
     }
     if r.generator_skipped > 0 {
         println!(
-            "generator saturated: {} scheduled requests not sent",
+            "generator saturated: {} scheduled requests not sent (every connection busy; \
+             a larger --max-in-flight offers more; a server that paces connections answered \
+             503 needs PACE_MAX_MS=0 for an open loop)",
             r.generator_skipped
         );
     }
