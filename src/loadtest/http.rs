@@ -31,6 +31,12 @@ const BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Headers parsed per answer; the server sends about ten.
 const HEADERS_MAX: usize = 32;
 
+/// How long one exchange may take before it counts as failed (and its connection is
+/// dropped): a server that stops answering ends the run with errors instead of hanging it.
+/// Far above any answer a loaded server gives (its own limit, `REQUEST_TIMEOUT_MS`, is
+/// lower), so it never cuts a slow answer short.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Connections to one server.
 pub struct Http {
     addr: SocketAddr,
@@ -153,13 +159,13 @@ impl Http {
             None => (self.connect().await?, false),
         };
         let mut answer = conn
-            .exchange(&self.authority, &method, path, token, key, &body)
+            .exchange_within(&self.authority, &method, path, token, key, &body)
             .await;
         let closed_unanswered = matches!(&answer, Err(e) if closed(e)) && conn.read.is_empty();
         if reused && closed_unanswered {
             conn = self.connect().await?;
             answer = conn
-                .exchange(&self.authority, &method, path, token, key, &body)
+                .exchange_within(&self.authority, &method, path, token, key, &body)
                 .await;
         }
         let answer = answer.ok()?;
@@ -176,6 +182,22 @@ impl Http {
 }
 
 impl Conn {
+    /// [`Conn::exchange`], failing after [`EXCHANGE_TIMEOUT`].
+    async fn exchange_within(
+        &mut self,
+        authority: &str,
+        method: &hyper::Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: &[u8],
+    ) -> io::Result<Answer> {
+        let exchange = self.exchange(authority, method, path, token, key, body);
+        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
     /// Writes one request and reads its answer.
     async fn exchange(
         &mut self,
@@ -424,6 +446,23 @@ mod tests {
             1,
             "the same connection, shared"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_fails_the_request_instead_of_hanging_the_run() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}", listener.local_addr().unwrap());
+        // Reads everything, answers nothing, keeps the connection open.
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
+        });
+        let http = Http::new(&target).unwrap();
+        let started = tokio::time::Instant::now();
+        let answer = http.send(hyper::Method::GET, "/", None, None, None).await;
+        assert_eq!(answer, None);
+        assert!(started.elapsed() >= EXCHANGE_TIMEOUT);
     }
 
     #[tokio::test]
