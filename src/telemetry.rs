@@ -137,6 +137,12 @@ fn describe_metrics() {
         "Time from admission to the engine's durable answer, by operation"
     );
     describe_histogram!(
+        "boxoffice_engine_answer_duration_seconds",
+        Unit::Seconds,
+        "Time from a request reaching an event's actor to the actor's answer being sent; \
+         the rest of boxoffice_engine_call_duration_seconds is the caller's wait for a CPU"
+    );
+    describe_histogram!(
         "boxoffice_flush_duration_seconds",
         Unit::Seconds,
         "Write-behind flush (one transaction) latency"

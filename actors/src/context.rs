@@ -37,6 +37,9 @@ pub(crate) struct EngineContext {
     pub membership: Arc<Membership>,
     /// The lease's own connection (on the I/O thread), for giving the lease up at shutdown.
     pub lease_pool: PgPool,
+    /// The runtime that started the engine (the server's, where callers wait): a flushed
+    /// batch's answers are sent from a task there (`EventState::start_flush`).
+    pub callers: tokio::runtime::Handle,
 }
 
 impl EngineContext {
@@ -104,6 +107,7 @@ impl EngineContext {
                 .then(|| IoRuntime::start_named("boxoffice-actors")),
             membership,
             lease_pool,
+            callers: tokio::runtime::Handle::current(),
             io,
             pool,
             config,

@@ -347,13 +347,14 @@ impl EventState {
     }
 
     /// Answers a refusal at once, or parks the reply with the decision's changes.
-    fn decide<T: Send + 'static>(&mut self, decision: Decision<T>, reply: Reply<T>) {
+    fn decide<T: Send + 'static>(&mut self, decision: Decision<T>, mut reply: Reply<T>) {
         match decision {
             Err(refusal) => {
                 let _ = reply.send(Err(refusal.into()));
             }
             Ok((value, changes)) => {
                 self.open.add(changes);
+                self.open.keep_slot(reply.take_slot());
                 self.open.park(Box::new(move |outcome| {
                     let _ = reply.send(outcome.map(|()| value));
                 }));
@@ -402,6 +403,7 @@ impl EventState {
         let timeout = self.ctx.config.flush_timeout();
         let (event_id, epoch) = (self.inventory.event_id(), self.epoch);
         let feed = self.feed.clone();
+        let callers = self.ctx.callers.clone();
         self.ctx.io.spawn(async move {
             let started = std::time::Instant::now();
             let written =
@@ -422,14 +424,25 @@ impl EventState {
                     // Durable now: subscribers may see it. Queued before the replies go out,
                     // so a buyer told "yes" finds it on every open seat map.
                     feed.committed(epoch, &batch.writes);
-                    batch.answer(Ok(()));
                 }
                 Err(error) => {
                     metrics::counter!("boxoffice_flush_failures_total").increment(1);
                     tracing::error!(event_id, error = %error, "write-behind flush failed");
-                    batch.answer(Err(unavailable()));
                 }
             }
+            // Decided: the event's slots are free for new requests now, not once the
+            // answers below have been delivered.
+            let mut batch = batch;
+            batch.slots.clear();
+            // The answers are sent from one task on the callers' runtime rather than from
+            // this thread. A wake from outside a runtime's workers joins its shared queue,
+            // which busy workers serve one task every few polls; under a flood of
+            // connections the callers of a flushed batch waited there ~100 ms (p99) after
+            // being answered. Woken from a worker, they join its own queue instead.
+            let outcome = result.as_ref().map(|_| ()).map_err(|_| ());
+            callers.spawn(async move {
+                batch.answer(outcome.map_err(|()| unavailable()));
+            });
             if elapsed > Duration::from_millis(500) {
                 tracing::warn!(
                     event_id,

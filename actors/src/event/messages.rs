@@ -24,8 +24,12 @@ use crate::waiting_room::QueueView;
 pub struct Reply<T> {
     /// Where the caller waits for the answer.
     port: RpcReplyPort<Result<T, EngineError>>,
-    /// Dropped right after the answer is sent.
+    /// Dropped right after the answer is sent (or taken by a batch, which gives it back
+    /// as soon as it is decided).
     slot: Option<OwnedSemaphorePermit>,
+    /// When the request was sent to the actor: the engine's own part of its wait is
+    /// measured from here to the answer.
+    sent_at: std::time::Instant,
 }
 
 impl<T> Reply<T> {
@@ -34,7 +38,17 @@ impl<T> Reply<T> {
         port: RpcReplyPort<Result<T, EngineError>>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        Reply { port, slot }
+        Reply {
+            port,
+            slot,
+            sent_at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes the slot out, for whoever gives it back sooner than the answer is delivered
+    /// (a batch, as soon as it is decided).
+    pub fn take_slot(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.slot.take()
     }
 
     /// Sends the answer, then gives the slot back. Fails if the caller stopped waiting.
@@ -42,7 +56,13 @@ impl<T> Reply<T> {
         self,
         answer: Result<T, EngineError>,
     ) -> Result<(), ractor::MessagingErr<Result<T, EngineError>>> {
-        let Reply { port, slot } = self;
+        let Reply {
+            port,
+            slot,
+            sent_at,
+        } = self;
+        metrics::histogram!("boxoffice_engine_answer_duration_seconds")
+            .record(sent_at.elapsed().as_secs_f64());
         let sent = port.send(answer);
         drop(slot);
         sent
@@ -116,6 +136,16 @@ mod tests {
             "given back before the caller has read the answer"
         );
         assert!(matches!(answer.await, Ok(Ok(7))));
+
+        // A slot taken out (by a batch) is the taker's to give back, whenever the answer goes.
+        let (port, _answer) = oneshot::channel();
+        let slot = slots.clone().try_acquire_owned().unwrap();
+        let mut reply: Reply<u32> = Reply::new(port.into(), Some(slot));
+        let taken = reply.take_slot();
+        reply.send(Ok(8)).unwrap();
+        assert_eq!(slots.available_permits(), 0);
+        drop(taken);
+        assert_eq!(slots.available_permits(), 1);
 
         // A message dropped unanswered (the actor stopped) gives its slot back too.
         let (port, answer) = oneshot::channel::<Result<u32, EngineError>>();

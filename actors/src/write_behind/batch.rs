@@ -279,6 +279,9 @@ pub struct Batch {
     pub change_count: usize,
     /// Replies to send once the batch has committed.
     pub parked: Vec<Parked>,
+    /// The event slots of the requests parked here, given back as soon as the batch is
+    /// decided — before the answers are delivered (`EventState::start_flush`).
+    pub slots: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -293,6 +296,11 @@ impl Batch {
     /// Parks a reply until this batch commits.
     pub fn park(&mut self, reply: Parked) {
         self.parked.push(reply);
+    }
+
+    /// Keeps a parked request's event slot until this batch is decided.
+    pub fn keep_slot(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.slots.extend(slot);
     }
 
     /// Whether the batch has neither changes nor waiting replies.
