@@ -159,13 +159,13 @@ impl Http {
             None => (self.connect().await?, false),
         };
         let mut answer = conn
-            .exchange_within(&self.authority, &method, path, token, key, &body)
+            .exchange(&self.authority, &method, path, token, key, &body)
             .await;
         let closed_unanswered = matches!(&answer, Err(e) if closed(e)) && conn.read.is_empty();
         if reused && closed_unanswered {
             conn = self.connect().await?;
             answer = conn
-                .exchange_within(&self.authority, &method, path, token, key, &body)
+                .exchange(&self.authority, &method, path, token, key, &body)
                 .await;
         }
         let answer = answer.ok()?;
@@ -182,23 +182,7 @@ impl Http {
 }
 
 impl Conn {
-    /// [`Conn::exchange`], failing after [`EXCHANGE_TIMEOUT`].
-    async fn exchange_within(
-        &mut self,
-        authority: &str,
-        method: &hyper::Method,
-        path: &str,
-        token: Option<&str>,
-        key: Option<&str>,
-        body: &[u8],
-    ) -> io::Result<Answer> {
-        let exchange = self.exchange(authority, method, path, token, key, body);
-        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-    }
-
-    /// Writes one request and reads its answer.
+    /// Writes one request and reads its answer, failing after [`EXCHANGE_TIMEOUT`].
     async fn exchange(
         &mut self,
         authority: &str,
@@ -230,8 +214,13 @@ impl Conn {
         }
         w.extend_from_slice(b"\r\n\r\n");
         w.extend_from_slice(body);
-        self.stream.write_all(w).await?;
-        self.read_answer().await
+        let round_trip = async {
+            self.stream.write_all(&self.write).await?;
+            self.read_answer().await
+        };
+        tokio::time::timeout(EXCHANGE_TIMEOUT, round_trip)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// Reads one answer: its head, then a `Content-Length` or chunked body.
