@@ -11,6 +11,17 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// The event a request's path names (`/events/{id}/…`), read without the router: for the
+/// layers and extractors that decide before a handler runs (cluster forwarding, early
+/// shedding). `None` for any other path or an id that is not a number.
+pub fn event_id_in_path(path: &str) -> Option<i64> {
+    path.strip_prefix("/events/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A JSON body.
 ///
 /// A number with a zero fraction (`2.0`, `1e3`) is accepted where a whole number is
@@ -263,7 +274,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_json, plain, whole_numbers_made_whole};
+    use super::{event_id_in_path, is_json, plain, whole_numbers_made_whole};
+
+    #[test]
+    fn the_event_of_a_path_is_read_only_from_an_events_path_with_a_numeric_id() {
+        assert_eq!(event_id_in_path("/events/42/reservations"), Some(42));
+        assert_eq!(event_id_in_path("/events/42"), Some(42));
+        assert_eq!(event_id_in_path("/events/x/reservations"), None);
+        assert_eq!(event_id_in_path("/events/"), None);
+        assert_eq!(event_id_in_path("/bookings/42"), None);
+    }
 
     #[test]
     fn whole_floats_become_whole_numbers_and_fractions_stay() {

@@ -100,12 +100,7 @@ impl axum::extract::FromRequestParts<AppState> for NotShed {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Response> {
-        let event_id = parts
-            .uri
-            .path()
-            .strip_prefix("/events/")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|id| id.parse().ok());
+        let event_id = crate::extract::event_id_in_path(parts.uri.path());
         if event_id.is_some_and(|id| state.engine.sheds_now(id)) {
             metrics::counter!("boxoffice_reservations_total", "outcome" => "overloaded")
                 .increment(1);

@@ -71,12 +71,7 @@ pub async fn forward_to_owner(
     // event) is the request refused (503, retryable) instead of forwarded; the next one
     // finds no actor and takes the path below. This spares the hot event's every request a
     // copy of its body and headers.
-    let event_id = request
-        .uri()
-        .path()
-        .strip_prefix("/events/")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|id| id.parse().ok());
+    let event_id = crate::extract::event_id_in_path(request.uri().path());
     if event_id.is_some_and(|id| state.engine.runs_here(id)) {
         let mut response = next.run(request).await;
         if let Some(owner) = response.extensions_mut().remove::<OwnedElsewhere>() {

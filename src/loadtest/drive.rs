@@ -435,10 +435,17 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
     let (mut due_count, mut scheduled, mut skipped) = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while ctx.running() {
-        tick.tick().await;
-        let due_by_now = (started.elapsed().as_nanos() as f64 / interval_ns) as u64;
-        while due_count < due_by_now {
+    loop {
+        let running = ctx.running();
+        if running {
+            tick.tick().await;
+        }
+        // Everything due up to now, never past the deadline: the schedule is the measured
+        // window's, however late the dispatcher woke, and the last pass (after the loop
+        // saw the deadline) completes it.
+        let until = Instant::now().min(ctx.deadline);
+        let due_by = (until.duration_since(started).as_nanos() as f64 / interval_ns) as u64;
+        while due_count < due_by {
             let due = started + Duration::from_nanos((due_count as f64 * interval_ns) as u64);
             let sent = due_tx.try_send((due_count as usize, due)).is_ok();
             if due >= ctx.measure_from {
@@ -446,6 +453,9 @@ pub async fn open_loop(ctx: Arc<Ctx>, rate: u64, max_in_flight: u64) -> (Stats, 
                 skipped += u64::from(!sent);
             }
             due_count += 1;
+        }
+        if !running {
+            break;
         }
     }
     drop(due_tx);

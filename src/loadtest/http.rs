@@ -409,32 +409,27 @@ mod tests {
         );
     }
 
+    /// A 503, then a 200, through `http`; returns how many connections the peer accepted.
+    async fn connections_for_a_shed_then_an_answer(http: Http, accepted: &AtomicUsize) -> usize {
+        let shed = http.send(hyper::Method::GET, "/", None, None, None).await;
+        assert_eq!(shed.map(|(status, _)| status), Some(503));
+        let next = http.send(hyper::Method::GET, "/", None, None, None).await;
+        assert_eq!(next.map(|(status, _)| status), Some(200));
+        accepted.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn a_shed_connection_is_closed_unless_connections_are_shared() {
         let (target, accepted) = peer(vec![SHED, OK], 64).await;
         let http = Http::new(&target).unwrap();
-        let shed = http.send(hyper::Method::GET, "/", None, None, None).await;
-        assert_eq!(shed.map(|(status, _)| status), Some(503));
-        let next = http.send(hyper::Method::GET, "/", None, None, None).await;
-        assert_eq!(next.map(|(status, _)| status), Some(200));
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            2,
-            "a new connection after the 503"
-        );
+        let connections = connections_for_a_shed_then_an_answer(http, &accepted).await;
+        assert_eq!(connections, 2, "a new connection after the 503");
 
         let (target, accepted) = peer(vec![SHED, OK], 64).await;
         let http = Http::new(&target).unwrap().reusing_after_shed();
         assert_eq!(http.open(1).await, 1);
-        let shed = http.send(hyper::Method::GET, "/", None, None, None).await;
-        assert_eq!(shed.map(|(status, _)| status), Some(503));
-        let next = http.send(hyper::Method::GET, "/", None, None, None).await;
-        assert_eq!(next.map(|(status, _)| status), Some(200));
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            1,
-            "the same connection, shared"
-        );
+        let connections = connections_for_a_shed_then_an_answer(http, &accepted).await;
+        assert_eq!(connections, 1, "the same connection, shared");
     }
 
     #[tokio::test(start_paused = true)]

@@ -358,12 +358,14 @@ pub async fn run(args: LoadtestArgs, settings: Settings) -> anyhow::Result<()> {
         let measure_from = started + Duration::from_secs(args.warmup);
         Arc::new(Ctx {
             measure_from,
-            http: match args.rate {
+            http: {
+                let http = http::Http::new(&target).expect("target checked above");
                 // The open loop's pool carries independent buyers, as a proxy's would.
-                Some(_) => http::Http::new(&target)
-                    .expect("target checked above")
-                    .reusing_after_shed(),
-                None => http::Http::new(&target).expect("target checked above"),
+                if args.rate.is_some() {
+                    http.reusing_after_shed()
+                } else {
+                    http
+                }
             },
             requests,
             run_id: format!("{}-{}", run_id, read_path.len()),

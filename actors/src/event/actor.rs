@@ -434,14 +434,18 @@ impl EventState {
             // answers below have been delivered.
             let mut batch = batch;
             batch.slots.clear();
+            let committed = result.is_ok();
             // The answers are sent from one task on the callers' runtime rather than from
             // this thread. A wake from outside a runtime's workers joins its shared queue,
             // which busy workers serve one task every few polls; under a flood of
             // connections the callers of a flushed batch waited there ~100 ms (p99) after
             // being answered. Woken from a worker, they join its own queue instead.
-            let outcome = result.as_ref().map(|_| ()).map_err(|_| ());
             callers.spawn(async move {
-                batch.answer(outcome.map_err(|()| unavailable()));
+                batch.answer(if committed {
+                    Ok(())
+                } else {
+                    Err(unavailable())
+                });
             });
             if elapsed > Duration::from_millis(500) {
                 tracing::warn!(

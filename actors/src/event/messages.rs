@@ -15,7 +15,8 @@ use crate::waiting_room::QueueView;
 /// Where an answer goes, and the request's slot in its event's in-flight bound.
 ///
 /// The slot is given back the moment the answer is sent (or the message is dropped
-/// unanswered), not when the caller's task next runs. Under overload that task can wait
+/// unanswered) — for a decision parked in a batch, the moment the batch is decided
+/// ([`Reply::take_slot`]) — not when the caller's task next runs. Under overload that task can wait
 /// tens of milliseconds in its worker's run queue behind connections being refused; a slot
 /// held through that wait was one the engine could not use, so every admitted hold's wait
 /// for a CPU shrank the event's throughput (256 slots / 30 ms is 8,500 holds a second).
