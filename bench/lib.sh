@@ -40,14 +40,15 @@ SQL
 }
 
 # Starts the release build on a fresh database $1 at $URL, stopped (and the database and
-# $WORK removed) when the script exits; waits until it is ready. Sets SERVER.
+# $WORK removed) when the script exits, with any other pids in ALSO_STOP; waits until it is
+# ready. Sets SERVER.
 serve_fresh() {
   DB="$1"
   psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
   psql -q "$PG/postgres" -c CHECKPOINT
   DATABASE_URL="$PG/$DB" BIND_ADDR="${URL#http://}" "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER=$!
-  trap 'kill -TERM "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
+  trap 'kill -TERM "$SERVER" ${ALSO_STOP:-} 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
         psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
         rm -rf "$WORK"' EXIT
   for _ in $(seq 1 100); do curl -fs "$URL/health/ready" >/dev/null && break; sleep 0.1; done

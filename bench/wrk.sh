@@ -5,11 +5,14 @@
 #
 #   bench/wrk.sh [connections] [seconds]        (defaults: 256, 15; 3 s of warm-up first)
 #   BIN=/path/to/other/boxoffice bench/wrk.sh   (measure another build the same way)
+#   SKIP_CEILING=1 bench/wrk.sh                 (leave out the design's-limit run)
 #
 # 1. baseline: a row-lock transaction per hold under pgbench, best of 8–64 clients;
 # 2. holds: GENERAL holds of 1 ticket, 2,048 buyers round robin (bench/holds.lua);
 # 3. reads: GET /events/{id}/inventory against GET /health/live, 64 connections each;
 # 4. overload: 4,096 connections that ignore Retry-After against the same hot event;
+# 5. the design's limit: the same holds against examples/ceiling.rs (the design with nothing
+#    else: JWT check, one deciding task, UNNEST group commit), right after the engine's run;
 # then `boxoffice audit` checks the event's invariants and that every 201 is stored.
 # Needs: PostgreSQL on 127.0.0.1:5432, pgbench, wrk. Loopback only; stops by itself.
 set -euo pipefail
@@ -25,9 +28,11 @@ export JWT_SECRET="bench-secret-$(date +%s)-bench-secret-bench" RUST_LOG=warn
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet --bin boxoffice
+  cargo build --release --quiet --bin boxoffice --example ceiling
   BIN=target/release/boxoffice
 fi
+CEILING_BIN="${CEILING_BIN:-target/release/examples/ceiling}"
+[ -n "${SKIP_CEILING:-}" ] || [ -x "$CEILING_BIN" ] || cargo build --release --quiet --example ceiling
 
 if [ "${SKIP_BASELINE:-}" = "" ]; then
   BASELINE_CLIENTS="8 16 32 64" baseline boxoffice_bench_wrk_baseline "$SECONDS_PER_RUN"
@@ -70,6 +75,25 @@ holds_run() {
 
 read -r H_TPS H_P50 H_P99 H_COUNT H_SP50 H_SP99 _ _ H_RSS0 H_RSS1 < <(holds_run "$CONNECTIONS" "$SECONDS_PER_RUN" nominal)
 
+# The design's limit, measured the same way right after: same buyers, same tokens, same
+# database cluster (its own table). Its answers are counted apart from the engine's audit.
+C_TPS=""
+if [ -z "${SKIP_CEILING:-}" ]; then
+  CEILING_URL="http://127.0.0.1:$((PORT + 1))"
+  DATABASE_URL="$PG/$DB" BIND_ADDR="${CEILING_URL#http://}" "$CEILING_BIN" >"$WORK/ceiling.log" 2>&1 &
+  CEILING=$!
+  ALSO_STOP=$CEILING
+  for _ in $(seq 1 100); do curl -s -o /dev/null "$CEILING_URL/" && break; sleep 0.1; done
+  mkdir -p "$WORK/ceiling"
+  COUNTS="$WORK/ceiling/warm" wrk -t2 -c"$CONNECTIONS" -d3s -s bench/holds.lua "$CEILING_URL" >/dev/null
+  COUNTS="$WORK/ceiling/counts" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s bench/holds.lua "$CEILING_URL" >"$WORK/ceiling/wrk"
+  kill "$CEILING"; wait "$CEILING" 2>/dev/null || true
+  C_TPS=$(( $(awk '$1 == 201 {print $2}' "$WORK/ceiling/counts") / SECONDS_PER_RUN ))
+  C_P50=$(awk '$1 == "50%" {print $2}' "$WORK/ceiling/wrk")
+  C_P99=$(awk '$1 == "99%" {print $2}' "$WORK/ceiling/wrk")
+  awk '$1 != 201 {print "ceiling: " $2 " answers with status " $1}' "$WORK/ceiling/counts"
+fi
+
 # Reads, 64 connections, the cheapest route first.
 read_rate() {
   wrk -t2 -c64 -d3s "$URL$1" >/dev/null
@@ -96,6 +120,9 @@ if [ -n "${BEST_TPS:-}" ]; then
 fi
 ratio() { python3 -c "import sys; b = int(sys.argv[2]); print(f'{int(sys.argv[1]) / b:.1f}×' if b else '—')" "$1" "${BEST_TPS:-0}"; }
 echo "| boxoffice, $CONNECTIONS connections | $H_TPS | $H_P50 | $H_P99 | $H_SP99 ms | $(ratio "$H_TPS") |"
+if [ -n "$C_TPS" ]; then
+  echo "| the design's limit (examples/ceiling.rs), $CONNECTIONS connections | $C_TPS | $C_P50 | $C_P99 | — | $(ratio "$C_TPS") |"
+fi
 echo "| boxoffice, $OVERLOAD_CONNECTIONS connections (overload) | $O_TPS | $O_P50 | $O_P99 | $O_SP99 ms | $(ratio "$O_TPS") |"
 python3 - "$H_TPS" "$O_TPS" "$H_SP99" "$O_SP99" "$O_SHED" "$O_SHED_P99" "$HEALTH" "$INVENTORY" "$H_RSS0" "$H_RSS1" "$O_RSS0" "$O_RSS1" <<'EOF'
 import sys
@@ -105,3 +132,6 @@ print(f"overload: goodput {int(o) / max(int(h), 1):.2f}× nominal, admitted p99 
 print(f"reads: inventory {inv}/s vs health {health}/s = {int(inv) / max(int(health), 1):.2f}")
 print(f"server memory: nominal {r0} → {r1} MiB max, overload {r2} → {r3} MiB max")
 EOF
+if [ -n "$C_TPS" ]; then
+  python3 -c "import sys; print(f'the design\'s limit: boxoffice sold {int(sys.argv[1]) / max(int(sys.argv[2]), 1):.2f}× the holds/s of examples/ceiling.rs, same run')" "$H_TPS" "$C_TPS"
+fi
