@@ -135,10 +135,15 @@ pub async fn load_within(
     lock_wait: std::time::Duration,
 ) -> Result<(Restored, i64), LoadError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&format!(
-        "SET LOCAL lock_timeout = {}",
-        lock_wait.as_millis().max(1)
-    ))
+    // Both for this transaction only: the lock wait, and plans made for this event's own
+    // values. Engine connections use generic plans (`EngineContext::start`: the flush's
+    // statement would otherwise be planned anew at every batch); a load is rare, and an
+    // event's share of the tables varies too much for one plan to fit a small event and a
+    // large one alike.
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('plan_cache_mode', 'auto', true)",
+    )
+    .bind(format!("{}ms", lock_wait.as_millis().max(1)))
     .execute(&mut *tx)
     .await?;
     let (rules, epoch, stored_available) = claim(&mut tx, event_id, claimant).await?;

@@ -1,11 +1,12 @@
-//! Writing one batch: one transaction, one bulk `UNNEST` statement per table touched.
+//! Writing one batch: one transaction, one bulk `UNNEST` statement per table touched —
+//! or, for the hot path's batches, one statement in all ([`super::one_statement`]).
 //!
 //! The transaction starts by locking the event row and checking the fencing epoch: an actor
 //! that has been superseded (its event reloaded by another incarnation) finds a newer epoch
 //! and writes nothing. Holding that row lock until COMMIT also means a reload waits for an
 //! in-flight flush to finish, so it always loads everything the old actor committed.
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::batch::Writes;
 use crate::clock::to_timestamp;
@@ -31,22 +32,17 @@ pub async fn write(
     let mut conn = pool.acquire().await?;
     metrics::histogram!("boxoffice_db_acquire_duration_seconds", "user" => "write_behind")
         .record(acquiring.elapsed().as_secs_f64());
+    if super::one_statement::covers(w) {
+        if super::one_statement::write(&mut conn, event_id, epoch, w).await? != 1 {
+            return Err(fenced(&mut conn, event_id, epoch).await);
+        }
+        return Ok(());
+    }
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // First statement: lock the event row and check the epoch, writing the event's counts in
     // the same round trip.
     if update_event(&mut tx, event_id, epoch, w).await? != 1 {
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1")
-                .bind(event_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        // Another node (or a newer actor here) claimed the event since this actor loaded it:
-        // the storage refuses the former owner's write, whatever it believed.
-        metrics::counter!("boxoffice_cluster_fenced_flushes_total").increment(1);
-        return Err(FlushError::Fenced {
-            mine: epoch,
-            stored,
-        });
+        return Err(fenced(&mut tx, event_id, epoch).await);
     }
     // Parents before children: sections before seats, bookings before the holds and seats
     // that point at them, inserts before the updates that may touch the same rows.
@@ -66,6 +62,24 @@ pub async fn write(
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
+
+/// The refusal of a flush whose fence matched no row: another node (or a newer actor here)
+/// claimed the event since this actor loaded it, and the storage refuses the former owner's
+/// write, whatever it believed. Reads the stored epoch for the error.
+async fn fenced(conn: &mut PgConnection, event_id: EventId, epoch: i64) -> FlushError {
+    metrics::counter!("boxoffice_cluster_fenced_flushes_total").increment(1);
+    let stored = sqlx::query_scalar("SELECT owner_epoch FROM events WHERE id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut *conn)
+        .await;
+    match stored {
+        Ok(stored) => FlushError::Fenced {
+            mine: epoch,
+            stored,
+        },
+        Err(e) => FlushError::Database(e),
+    }
+}
 
 async fn insert_sections(
     tx: &mut Tx<'_>,
@@ -220,7 +234,7 @@ async fn insert_bookings(
 /// PostgreSQL array literal for a list of ids. Holds name different numbers of seats, and
 /// `UNNEST` cannot take a ragged two-dimensional array, so each hold's seats travel as one
 /// text element cast back to `bigint[]` on the server.
-fn array_literal(ids: &[i64]) -> String {
+pub(super) fn array_literal(ids: &[i64]) -> String {
     let mut out = String::with_capacity(2 + ids.len() * 8);
     out.push('{');
     for (i, id) in ids.iter().enumerate() {

@@ -9,6 +9,7 @@
 
 mod batch;
 pub mod flush;
+mod one_statement;
 
 pub use batch::Batch;
 pub use batch::{SectionCounts, Writes};

@@ -242,7 +242,7 @@ async fn the_audit_notices_broken_invariants_and_missing_acknowledgements() {
 #[tokio::test]
 async fn a_superseded_owner_can_never_write_again() {
     let f = fixture(1, 4, 600, EngineConfig::default()).await;
-    f.general("Floor", 10).await;
+    let section = f.general("Floor", 10).await;
     // Two loads: the second takes ownership from the first (as a restarted or moved actor
     // would). The first's epoch is now stale, and its flushes are refused by the database.
     let claimant = boxoffice_engine::recovery::Claimant {
@@ -256,7 +256,34 @@ async fn a_superseded_owner_can_never_write_again() {
         .await
         .unwrap();
     assert!(second > first);
-    let writes = boxoffice_engine::write_behind::Writes::default();
+    // A batch as the hot path writes it (one statement): a new hold and the section's counts.
+    let mut writes = boxoffice_engine::write_behind::Writes::default();
+    let hold_id = 9_000_000_001;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    writes.holds_new.push(boxoffice_engine::inventory::HoldRow {
+        id: hold_id,
+        user_id: f.buyers[0],
+        section_id: section,
+        quantity: 1,
+        seat_ids: Vec::new(),
+        status: boxoffice_engine::types::HoldStatus::Active,
+        booking_id: None,
+        idempotency_key: None,
+        request_fingerprint: None,
+        session_id: None,
+        expires_at_ms: now_ms + 600_000,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    });
+    writes.sections.insert(
+        section,
+        boxoffice_engine::write_behind::SectionCounts {
+            available: 9,
+            held: 1,
+            booked: 0,
+        },
+    );
+    let before = section_counts(f.pool(), f.event_id).await;
     let stale =
         boxoffice_engine::write_behind::flush::write(f.pool(), f.event_id, first, &writes).await;
     assert!(
@@ -266,7 +293,30 @@ async fn a_superseded_owner_can_never_write_again() {
         ),
         "a stale epoch must be fenced: {stale:?}"
     );
+    let pool = f.pool().clone();
+    let stored = |id: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(stored(hold_id).await, 0, "the fenced batch wrote its hold");
+    assert_eq!(
+        section_counts(f.pool(), f.event_id).await,
+        before,
+        "the fenced batch wrote its counts"
+    );
     boxoffice_engine::write_behind::flush::write(f.pool(), f.event_id, second, &writes)
         .await
         .expect("the current owner writes");
+    assert_eq!(stored(hold_id).await, 1, "the owner's batch is stored");
+    assert_eq!(
+        section_counts(f.pool(), f.event_id).await[&section],
+        (10, 9, 1, 0),
+        "the owner's batch wrote the section's counts"
+    );
 }

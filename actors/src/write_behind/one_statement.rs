@@ -1,0 +1,169 @@
+//! The hot path's batches in one statement: one round trip to PostgreSQL instead of five.
+//!
+//! During an on-sale almost every batch holds the same few kinds of change: new holds, holds
+//! that expired, were released or confirmed in earlier batches, the sections' counts and the
+//! event's. Written as the general path writes them, that is BEGIN, the epoch fence, the
+//! holds, the sections and COMMIT — five round trips, each one a wake-up of the PostgreSQL
+//! backend and of the I/O thread, for a transaction whose statements all depend on the
+//! first. Here they are one statement of data-modifying CTEs, which PostgreSQL runs as its
+//! own implicit transaction: the fence's `UPDATE events … WHERE owner_epoch = $2` locks the
+//! event row, and every other part joins the fence's `RETURNING` row, so a superseded
+//! actor's statement writes nothing at all — the same guarantee as the general path's
+//! check before its first write. The row lock is held until the statement commits, so a
+//! reload still waits for an in-flight flush.
+//!
+//! Why only these kinds: the parts of one statement share one snapshot and cannot see each
+//! other's rows, so a part that must read what another writes (a booking and the holds that
+//! point at it, a new section and its seats) needs the general path's order of statements.
+//! [`covers`] says which batches qualify; [`super::flush::write`] sends the rest the
+//! general way.
+
+use sqlx::PgConnection;
+
+use super::batch::Writes;
+use crate::clock::to_timestamp;
+use crate::types::EventId;
+
+/// Whether this batch has only changes the one statement writes: new holds, status
+/// changes of earlier holds, section counts and event counts.
+pub fn covers(w: &Writes) -> bool {
+    w.sections_new.is_empty()
+        && w.discounts_new.is_empty()
+        && w.bookings_new.is_empty()
+        && w.seats.is_empty()
+        && w.booking_cancels.is_empty()
+        && w.discounts_used.is_empty()
+        && w.settings.is_none()
+        && w.queue_new.is_empty()
+        && w.queue_ranked.is_empty()
+        && w.queue_admitted.is_empty()
+        && w.queue_used.is_empty()
+}
+
+/// The statement. `$1`/`$2` fence (event, epoch); `$3`–`$5` the event's counts; `$6`–`$18`
+/// the new holds (as the general path's insert); `$19`–`$22` the status changes; `$23`–`$26`
+/// the sections' counts. Empty arrays make their part write nothing. Answers the number of
+/// event rows the fence matched: 1, or 0 when the epoch is stale.
+const STATEMENT: &str = "
+WITH fence AS (
+    UPDATE events SET
+        available_seats = COALESCE($3, available_seats),
+        status = COALESCE($4, status),
+        version = version + $5::int,
+        updated_at = CASE WHEN $5::int = 1 THEN now() ELSE updated_at END
+    WHERE id = $1 AND owner_epoch = $2
+    RETURNING id
+), new_holds AS (
+    INSERT INTO reservations (id, user_id, event_id, section_id, quantity, seat_ids,
+                              session_id, status, booking_id, idempotency_key,
+                              request_fingerprint, expires_at, created_at, updated_at)
+    SELECT u.id, u.user_id, fence.id, u.section_id, u.quantity, u.seat_ids::bigint[],
+           u.session_id, u.status, u.booking_id, u.key, u.fingerprint, u.expires_at,
+           u.created_at, u.updated_at
+    FROM fence,
+         UNNEST($6::bigint[], $7::bigint[], $8::bigint[], $9::int[], $10::text[],
+                $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[],
+                $16::timestamptz[], $17::timestamptz[], $18::timestamptz[])
+         AS u(id, user_id, section_id, quantity, seat_ids, session_id, status,
+              booking_id, key, fingerprint, expires_at, created_at, updated_at)
+), changed_holds AS (
+    UPDATE reservations r
+    SET status = u.status, booking_id = u.booking_id, updated_at = u.at
+    FROM fence, UNNEST($19::bigint[], $20::text[], $21::bigint[], $22::timestamptz[])
+         AS u(id, status, booking_id, at)
+    WHERE r.id = u.id
+), section_counts AS (
+    UPDATE event_sections s
+    SET available = u.available, held = u.held, booked = u.booked
+    FROM fence, UNNEST($23::bigint[], $24::int[], $25::int[], $26::int[])
+         AS u(id, available, held, booked)
+    WHERE s.id = u.id
+)
+SELECT count(*) FROM fence";
+
+/// Writes a batch that [`covers`] accepts, committing it on return. Returns how many event
+/// rows the fence matched (0: this actor's epoch is stale and nothing was written).
+pub async fn write(
+    conn: &mut PgConnection,
+    event_id: EventId,
+    epoch: i64,
+    w: &Writes,
+) -> Result<i64, sqlx::Error> {
+    debug_assert!(covers(w), "a batch the one statement cannot write");
+    let h = &w.holds_new;
+    let (update_ids, updates): (Vec<_>, Vec<_>) =
+        w.hold_updates.iter().map(|(k, v)| (*k, *v)).unzip();
+    let (section_ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
+    sqlx::query_scalar(STATEMENT)
+        .bind(event_id)
+        .bind(epoch)
+        .bind(w.event.map(|e| e.available_seats as i32))
+        .bind(w.event.map(|e| e.status.as_str()))
+        .bind(i32::from(w.event.is_some()))
+        .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.section_id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.quantity as i32).collect::<Vec<_>>())
+        .bind(
+            h.iter()
+                .map(|r| super::flush::array_literal(&r.seat_ids))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| r.session_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(h.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.booking_id).collect::<Vec<_>>())
+        .bind(
+            h.iter()
+                .map(|r| r.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| r.request_fingerprint.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.expires_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.created_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.updated_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(update_ids)
+        .bind(
+            updates
+                .iter()
+                .map(|u| u.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(updates.iter().map(|u| u.booking_id).collect::<Vec<_>>())
+        .bind(
+            updates
+                .iter()
+                .map(|u| to_timestamp(u.at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(section_ids)
+        .bind(
+            counts
+                .iter()
+                .map(|c| c.available as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
+        .fetch_one(conn)
+        .await
+}
