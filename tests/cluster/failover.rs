@@ -209,21 +209,30 @@ async fn a_paused_owner_is_fenced_off_when_it_wakes_after_another_node_claimed()
     assert_eq!(claimed.status(), 201, "node 1 claimed event 2 and sold");
     assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
 
-    // Event 1's lock goes: node 0's flush takes it and, its node paused, sits idle in its
-    // transaction until PostgreSQL ends the session (after one lease).
+    // Event 1's lock goes. Node 0's flush for it is one statement
+    // (`write_behind::one_statement`): PostgreSQL finishes and commits it without the paused
+    // node, under event 1's epoch, still node 0's (nobody claimed event 1). The paused node
+    // holds no lock: the event row is free at once for anyone else.
     lock.rollback().await.unwrap();
     eventually(
-        Duration::from_secs(60),
-        "PostgreSQL ended the paused node's session",
-        || async { backends(&cluster, "boxoffice node-0", None).await == 0 },
+        Duration::from_secs(30),
+        "event 1's batch committed while its node was paused",
+        || async { cluster.stored_keys(e1, &["e1-a".into()]).await.len() == 1 },
     )
     .await;
+    let mut free = cluster.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE NOWAIT")
+        .bind(e1)
+        .execute(&mut *free)
+        .await
+        .expect("the paused node holds no lock on event 1");
+    free.rollback().await.unwrap();
 
     // Node 0 wakes. Its event 2 batch gets the connection back and tries to write under
     // the old epoch: refused by the fence. Every hold it had decided is answered 503.
     signal(paused, "CONT");
-    // Event 1's batch was in its transaction when PostgreSQL ended it: 503.
-    assert_eq!(e1_hold.await.unwrap(), 503);
+    // Event 1's batch committed: its hold is answered 201 once the node runs again.
+    assert_eq!(e1_hold.await.unwrap(), 201);
     // Event 2's first batch — the one waiting for the connection — is written under the old
     // epoch and refused by the fence: its holds are answered 503. Holds decided after it
     // were still in the actor's open batch, dropped with the actor unwritten; the engine
@@ -270,7 +279,7 @@ async fn a_paused_owner_is_fenced_off_when_it_wakes_after_another_node_claimed()
             "hold {key} answered {status}"
         );
     }
-    assert!(cluster.stored_keys(e1, &["e1-a".into()]).await.is_empty());
+    assert_eq!(cluster.stored_keys(e1, &["e1-a".into()]).await.len(), 1);
     assert_eq!(cluster.stored_keys(e2, &["e2-b".into()]).await.len(), 1);
     assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-1"));
     cluster.assert_invariants(e1).await;
