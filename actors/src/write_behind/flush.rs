@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::batch::Writes;
 use crate::clock::to_timestamp;
+use crate::inventory::HoldRow;
 use crate::types::{DiscountAmount, EventId};
 
 /// Why a flush did not commit.
@@ -251,8 +252,7 @@ async fn insert_holds(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
     if w.holds_new.is_empty() {
         return Ok(());
     }
-    let h = &w.holds_new;
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO reservations (id, user_id, event_id, section_id, quantity, seat_ids,
                                    session_id, status, booking_id, idempotency_key,
                                    request_fingerprint, expires_at, created_at, updated_at)
@@ -265,47 +265,60 @@ async fn insert_holds(tx: &mut Tx<'_>, event_id: EventId, w: &Writes) -> Result<
               AS u(id, user_id, section_id, quantity, seat_ids, session_id, status,
                    booking_id, key, fingerprint, expires_at, created_at, updated_at)",
     )
-    .bind(event_id)
-    .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.section_id).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.quantity as i32).collect::<Vec<_>>())
-    .bind(
-        h.iter()
-            .map(|r| array_literal(&r.seat_ids))
-            .collect::<Vec<_>>(),
-    )
-    .bind(h.iter().map(|r| r.session_id.clone()).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(h.iter().map(|r| r.booking_id).collect::<Vec<_>>())
-    .bind(
-        h.iter()
-            .map(|r| r.idempotency_key.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        h.iter()
-            .map(|r| r.request_fingerprint.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        h.iter()
-            .map(|r| to_timestamp(r.expires_at_ms))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        h.iter()
-            .map(|r| to_timestamp(r.created_at_ms))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        h.iter()
-            .map(|r| to_timestamp(r.updated_at_ms))
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await?;
+    .bind(event_id);
+    bind_holds(query, &w.holds_new).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// Binds new holds as the thirteen arrays both hold inserts take, in their order: id, user,
+/// section, quantity, seats, session, status, booking, key, fingerprint, expiry, creation,
+/// last update.
+pub(super) fn bind_holds<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    h: &'q [HoldRow],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.section_id).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.quantity as i32).collect::<Vec<_>>())
+        .bind(
+            h.iter()
+                .map(|r| array_literal(&r.seat_ids))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| r.session_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(h.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(h.iter().map(|r| r.booking_id).collect::<Vec<_>>())
+        .bind(
+            h.iter()
+                .map(|r| r.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| r.request_fingerprint.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.expires_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.created_at_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.iter()
+                .map(|r| to_timestamp(r.updated_at_ms))
+                .collect::<Vec<_>>(),
+        )
 }
 
 async fn update_holds(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {

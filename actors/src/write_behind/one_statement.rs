@@ -21,10 +21,9 @@
 //! (13,700–14,000 against 21,300 holds/s in `bench/wrk.sh`). [`covers`] says which
 //! batches qualify; [`super::flush::write`] sends the rest the general way.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use super::batch::Writes;
-use crate::clock::to_timestamp;
 use crate::types::EventId;
 
 /// Whether this batch has only changes the one statement writes: new holds, section
@@ -88,55 +87,14 @@ pub async fn write(
     w: &Writes,
 ) -> Result<i64, sqlx::Error> {
     debug_assert!(covers(w), "a batch the one statement cannot write");
-    let h = &w.holds_new;
     let (section_ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
-    sqlx::query_scalar(STATEMENT)
+    let query = sqlx::query(STATEMENT)
         .bind(event_id)
         .bind(epoch)
         .bind(w.event.map(|e| e.available_seats as i32))
         .bind(w.event.map(|e| e.status.as_str()))
-        .bind(i32::from(w.event.is_some()))
-        .bind(h.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(h.iter().map(|r| r.user_id).collect::<Vec<_>>())
-        .bind(h.iter().map(|r| r.section_id).collect::<Vec<_>>())
-        .bind(h.iter().map(|r| r.quantity as i32).collect::<Vec<_>>())
-        .bind(
-            h.iter()
-                .map(|r| super::flush::array_literal(&r.seat_ids))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            h.iter()
-                .map(|r| r.session_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(h.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(h.iter().map(|r| r.booking_id).collect::<Vec<_>>())
-        .bind(
-            h.iter()
-                .map(|r| r.idempotency_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            h.iter()
-                .map(|r| r.request_fingerprint.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            h.iter()
-                .map(|r| to_timestamp(r.expires_at_ms))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            h.iter()
-                .map(|r| to_timestamp(r.created_at_ms))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            h.iter()
-                .map(|r| to_timestamp(r.updated_at_ms))
-                .collect::<Vec<_>>(),
-        )
+        .bind(i32::from(w.event.is_some()));
+    let row = super::flush::bind_holds(query, &w.holds_new)
         .bind(section_ids)
         .bind(
             counts
@@ -147,5 +105,6 @@ pub async fn write(
         .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
         .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
         .fetch_one(conn)
-        .await
+        .await?;
+    row.try_get(0)
 }
