@@ -377,26 +377,34 @@ async fn update_sections(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error>
     if w.sections.is_empty() {
         return Ok(());
     }
-    let (ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE event_sections s
          SET available = u.available, held = u.held, booked = u.booked
          FROM UNNEST($1::bigint[], $2::int[], $3::int[], $4::int[])
               AS u(id, available, held, booked)
          WHERE s.id = u.id",
-    )
-    .bind(ids)
-    .bind(
-        counts
-            .iter()
-            .map(|c| c.available as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
-    .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_section_counts(query, w).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// Binds the sections' counts as the four arrays both section updates take: id,
+/// available, held, booked.
+pub(super) fn bind_section_counts<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    w: &Writes,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let (ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
+    query
+        .bind(ids)
+        .bind(
+            counts
+                .iter()
+                .map(|c| c.available as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
+        .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
 }
 
 async fn cancel_bookings(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error> {

@@ -87,23 +87,14 @@ pub async fn write(
     w: &Writes,
 ) -> Result<i64, sqlx::Error> {
     debug_assert!(covers(w), "a batch the one statement cannot write");
-    let (section_ids, counts): (Vec<_>, Vec<_>) = w.sections.iter().map(|(k, v)| (*k, *v)).unzip();
     let query = sqlx::query(STATEMENT)
         .bind(event_id)
         .bind(epoch)
         .bind(w.event.map(|e| e.available_seats as i32))
         .bind(w.event.map(|e| e.status.as_str()))
         .bind(i32::from(w.event.is_some()));
-    let row = super::flush::bind_holds(query, &w.holds_new)
-        .bind(section_ids)
-        .bind(
-            counts
-                .iter()
-                .map(|c| c.available as i32)
-                .collect::<Vec<_>>(),
-        )
-        .bind(counts.iter().map(|c| c.held as i32).collect::<Vec<_>>())
-        .bind(counts.iter().map(|c| c.booked as i32).collect::<Vec<_>>())
+    let query = super::flush::bind_holds(query, &w.holds_new);
+    let row = super::flush::bind_section_counts(query, w)
         .fetch_one(conn)
         .await?;
     row.try_get(0)
