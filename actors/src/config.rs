@@ -30,10 +30,16 @@ pub struct EngineConfig {
     /// every actor share this one deadline.
     pub shutdown_timeout_ms: u64,
     /// Run the event actors on a thread of their own (`boxoffice-actors`) rather than among
-    /// the HTTP tasks. Under a flood of requests the main runtime's queues hold thousands
-    /// of connection tasks; an actor that waited its turn behind them would decide a
-    /// fraction of what it can, and every admitted buyer would wait with it. Tests that
-    /// pause tokio's clock set this to false, so that the actors share their clock.
+    /// the HTTP tasks. Off by default. The thread was added when, under a flood of
+    /// requests, an actor among thousands of connection tasks decided a fraction of what it
+    /// could; with early shedding, pacing and the per-event bound in place it now costs
+    /// more than it saves: every message to it is a wake through the kernel (an `eventfd`
+    /// write, 6 % of the HTTP workers' CPU in a profile), while among the HTTP tasks a
+    /// message wakes the actor in the sender's own worker. Measured alternately (README,
+    /// "The actor thread, measured again"): without it 32,500–34,400 holds/s and, under
+    /// 4,096 connections, goodput 0.86–0.87× with the admitted holds' p99 at 1.30–1.37×
+    /// nominal; with it 32,000–32,300 holds/s, 0.82–0.84× and 1.69–3.18×. Tests that pause
+    /// tokio's clock keep it off, so that the actors share their clock.
     pub actor_thread: bool,
     /// The least time between two live-feed messages of one event. Commits that come faster
     /// are shown together; a commit after a quiet spell is shown at once. Zero: a message
@@ -69,7 +75,7 @@ impl Default for EngineConfig {
             restart_attempts: 8,
             db_connections: 8,
             shutdown_timeout_ms: 10_000,
-            actor_thread: true,
+            actor_thread: false,
             // Four updates a second is live to a buyer's eye, and bounds what each of
             // thousands of subscribers costs whatever the commit rate.
             stream_interval_ms: 250,
