@@ -38,8 +38,10 @@ pub struct EngineConfig {
     /// message wakes the actor in the sender's own worker. Measured alternately (README,
     /// "The actor thread, measured again"): without it 32,500–34,400 holds/s and, under
     /// 4,096 connections, goodput 0.86–0.87× with the admitted holds' p99 at 1.30–1.37×
-    /// nominal; with it 32,000–32,300 holds/s, 0.82–0.84× and 1.69–3.18×. Tests that pause
-    /// tokio's clock keep it off, so that the actors share their clock.
+    /// nominal; with it 32,000–32,300 holds/s, 0.82–0.84× and 1.69–3.18×. The price is in
+    /// an open loop with pacing off (`PACE_MAX_MS=0`): at twice the capacity the actor
+    /// among the HTTP tasks decided 0.30–0.42× of nominal against 0.55× on its thread.
+    /// Tests that pause tokio's clock keep it off, so that the actors share their clock.
     pub actor_thread: bool,
     /// The least time between two live-feed messages of one event. Commits that come faster
     /// are shown together; a commit after a quiet spell is shown at once. Zero: a message
