@@ -227,7 +227,16 @@ async fn a_sellout_through_the_waiting_room_sells_exactly_out_and_tells_the_line
     .await
     .unwrap();
     assert_eq!(entries, 400);
-    assert_eq!(admitted as u64, queue["admitted"].as_u64().unwrap());
+    // Every buyer the generator saw let in has a pass in PostgreSQL. A buyer let in by the
+    // tick in which the last tickets were sold may poll next only after the sellout, and is
+    // told SOLD_OUT — the true answer by then — with the pass stored: those are the only
+    // passes the generator did not see.
+    let seen = queue["admitted"].as_u64().unwrap();
+    let told = queue["toldSoldOut"].as_u64().unwrap();
+    assert!(
+        admitted as u64 >= seen && admitted as u64 <= seen + told,
+        "{admitted} passes stored, {seen} seen let in, {told} told SOLD_OUT"
+    );
     let broken = boxoffice_engine::audit::violations(&db.pool, event_id)
         .await
         .unwrap();
