@@ -122,6 +122,44 @@ impl Writes {
             && self.queue_used.is_empty()
     }
 
+    /// Whether the batch holds nothing but new holds, section counts and event counts —
+    /// what `one_statement` writes. Every field is named (no `..`): a field added to
+    /// `Writes` fails to compile here until someone decides which path writes it, rather
+    /// than being silently left out of the one statement.
+    pub fn only_new_holds_and_counts(&self) -> bool {
+        let Writes {
+            sections_new,
+            discounts_new,
+            bookings_new,
+            holds_new: _,
+            hold_updates,
+            seats,
+            sections: _,
+            booking_cancels,
+            discounts_used,
+            event: _,
+            settings,
+            queue_new,
+            queue_ranked,
+            queue_admitted,
+            queue_used,
+            hold_index: _,
+            booking_index: _,
+        } = self;
+        hold_updates.is_empty()
+            && sections_new.is_empty()
+            && discounts_new.is_empty()
+            && bookings_new.is_empty()
+            && seats.is_empty()
+            && booking_cancels.is_empty()
+            && discounts_used.is_empty()
+            && settings.is_none()
+            && queue_new.is_empty()
+            && queue_ranked.is_empty()
+            && queue_admitted.is_empty()
+            && queue_used.is_empty()
+    }
+
     /// Rows this batch writes (after coalescing), seats of new sections included.
     pub fn rows(&self) -> usize {
         self.sections_new.len()

@@ -33,7 +33,7 @@ pub async fn write(
     let mut conn = pool.acquire().await?;
     metrics::histogram!("boxoffice_db_acquire_duration_seconds", "user" => "write_behind")
         .record(acquiring.elapsed().as_secs_f64());
-    if super::one_statement::covers(w) {
+    if w.only_new_holds_and_counts() {
         if super::one_statement::write(&mut conn, event_id, epoch, w).await? != 1 {
             return Err(fenced(&mut conn, event_id, epoch).await);
         }

@@ -18,30 +18,13 @@
 //! too, and were tried: with every hold expiring at a 10 s lifetime such batches carry
 //! hundreds of updates, and as one statement their flush took twice as long (p50 8.4 vs.
 //! 4.4 ms, p99 50 vs. 10 ms) and throughput by a third to two thirds
-//! (13,700–14,000 against 21,300 holds/s in `bench/wrk.sh`). [`covers`] says which
-//! batches qualify; [`super::flush::write`] sends the rest the general way.
+//! (13,700–14,000 against 21,300 holds/s in `bench/wrk.sh`).
+//! [`Writes::only_new_holds_and_counts`] says which batches qualify; [`super::flush::write`] sends the rest the general way.
 
 use sqlx::{PgConnection, Row};
 
 use super::batch::Writes;
 use crate::types::EventId;
-
-/// Whether this batch has only changes the one statement writes: new holds, section
-/// counts and event counts.
-pub fn covers(w: &Writes) -> bool {
-    w.hold_updates.is_empty()
-        && w.sections_new.is_empty()
-        && w.discounts_new.is_empty()
-        && w.bookings_new.is_empty()
-        && w.seats.is_empty()
-        && w.booking_cancels.is_empty()
-        && w.discounts_used.is_empty()
-        && w.settings.is_none()
-        && w.queue_new.is_empty()
-        && w.queue_ranked.is_empty()
-        && w.queue_admitted.is_empty()
-        && w.queue_used.is_empty()
-}
 
 /// The statement. `$1`/`$2` fence (event, epoch); `$3`–`$5` the event's counts; `$6`–`$18`
 /// the new holds (as the general path's insert); `$19`–`$22` the sections' counts. Empty
@@ -78,7 +61,7 @@ WITH fence AS (
 )
 SELECT count(*) FROM fence";
 
-/// Writes a batch that [`covers`] accepts, committing it on return. Returns how many event
+/// Writes a batch of [`Writes::only_new_holds_and_counts`], committing it on return. Returns how many event
 /// rows the fence matched (0: this actor's epoch is stale and nothing was written).
 pub async fn write(
     conn: &mut PgConnection,
@@ -86,7 +69,10 @@ pub async fn write(
     epoch: i64,
     w: &Writes,
 ) -> Result<i64, sqlx::Error> {
-    debug_assert!(covers(w), "a batch the one statement cannot write");
+    debug_assert!(
+        w.only_new_holds_and_counts(),
+        "a batch the one statement cannot write"
+    );
     let query = sqlx::query(STATEMENT)
         .bind(event_id)
         .bind(epoch)
