@@ -220,10 +220,13 @@ async fn hold(
     ))
 }
 
+// A hold's status is read through `reservations_effective`: an expiry writes no row
+// (migrations/20261204000008_unwritten_expiry.sql).
 const SELECT: &str =
-    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at FROM reservations";
+    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at FROM reservations_effective";
 const SELECT_OWNED: &str =
-    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at, user_id FROM reservations";
+    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at, user_id
+     FROM reservations_effective";
 
 /// My active holds, newest first.
 #[utoipa::path(get, path = "/reservations", tag = "reservations", security(("bearer" = [])),

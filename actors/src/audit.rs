@@ -14,7 +14,10 @@ use crate::types::EventId;
 /// 8. the waiting room is one line: its ranks are 0..n without a gap, the buyers let in
 ///    are exactly its front, and an early arrival is unplaced only while nobody is placed;
 ///
-/// plus the event's `available_seats` equals the sum of its sections', and every reservation
+/// A hold's status is read through `reservations_effective` (an expiry writes no row), so
+/// a wrong `holds_expired_through` shows as held counts that disagree with the holds.
+///
+/// Plus the event's `available_seats` equals the sum of its sections', and every reservation
 /// names an existing buyer and a section of its event (reservations carry no foreign keys:
 /// see migrations/20261129000003_hot_path.sql).
 pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>, sqlx::Error> {
@@ -23,7 +26,7 @@ pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>,
         "SELECT s.id, s.capacity, s.available, s.held, s.booked,
                 COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE'), 0),
                 COALESCE(sum(r.quantity) FILTER (WHERE r.status = 'CONFIRMED'), 0)
-         FROM event_sections s LEFT JOIN reservations r ON r.section_id = s.id
+         FROM event_sections s LEFT JOIN reservations_effective r ON r.section_id = s.id
          WHERE s.event_id = $1 GROUP BY s.id ORDER BY s.id",
     )
     .bind(event_id)
@@ -42,7 +45,7 @@ pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>,
         }
     }
     let doubled: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT seat FROM reservations, unnest(seat_ids) AS seat
+        "SELECT count(*) FROM (SELECT seat FROM reservations_effective, unnest(seat_ids) AS seat
                                WHERE event_id = $1 AND status IN ('ACTIVE', 'CONFIRMED')
                                GROUP BY seat HAVING count(*) > 1) d",
     )
@@ -57,7 +60,7 @@ pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>,
     let disagreeing: i64 = sqlx::query_scalar(
         "WITH owned AS (
              SELECT seat, r.id AS reservation_id, r.status, r.booking_id
-             FROM reservations r, unnest(r.seat_ids) AS seat
+             FROM reservations_effective r, unnest(r.seat_ids) AS seat
              WHERE r.event_id = $1 AND r.status IN ('ACTIVE', 'CONFIRMED'))
          SELECT count(*) FROM seats s LEFT JOIN owned o ON o.seat = s.id
          WHERE s.event_id = $1 AND NOT (
@@ -74,7 +77,7 @@ pub async fn violations(pool: &PgPool, event_id: EventId) -> Result<Vec<String>,
         ));
     }
     let over: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT r.user_id FROM reservations r JOIN events e ON e.id = r.event_id
+        "SELECT count(*) FROM (SELECT r.user_id FROM reservations_effective r JOIN events e ON e.id = r.event_id
                                WHERE r.event_id = $1 AND r.status IN ('ACTIVE', 'CONFIRMED')
                                GROUP BY r.user_id, e.max_tickets_per_user
                                HAVING sum(r.quantity) > e.max_tickets_per_user) o",

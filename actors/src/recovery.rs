@@ -146,7 +146,8 @@ pub async fn load_within(
     .bind(format!("{}ms", lock_wait.as_millis().max(1)))
     .execute(&mut *tx)
     .await?;
-    let (rules, epoch, stored_available) = claim(&mut tx, event_id, claimant).await?;
+    let (rules, epoch, stored_available, holds_expired_through_ms) =
+        claim(&mut tx, event_id, claimant).await?;
     let sections = load_sections(&mut tx, event_id).await?;
     let holds = load_holds(&mut tx, event_id).await?;
     let bookings = load_bookings(&mut tx, event_id).await?;
@@ -162,12 +163,14 @@ pub async fn load_within(
         bookings,
         discounts,
         queue,
+        holds_expired_through_ms,
     };
     Ok((restored, epoch))
 }
 
 /// Claims the event for `claimant` (locking its row until COMMIT) and reads its rules.
-/// Returns the rules, the new epoch and the stored `available_seats`.
+/// Returns the rules, the new epoch, the stored `available_seats` and
+/// `holds_expired_through`.
 ///
 /// The event is free to claim when nobody owns it, when `claimant` does already (its actor
 /// stopped, or is being rebuilt), or when its owner's lease has run out by PostgreSQL's clock
@@ -177,7 +180,7 @@ async fn claim(
     tx: &mut Tx<'_>,
     event_id: EventId,
     claimant: &Claimant,
-) -> Result<(EventRules, i64, u32), LoadError> {
+) -> Result<(EventRules, i64, u32, Option<i64>), LoadError> {
     let owner = sqlx::query(
         "SELECT e.owner_node, e.owner_incarnation, n.url AS owner_url,
                 COALESCE(n.lease_until > clock_timestamp(), false) AS owner_live
@@ -212,7 +215,7 @@ async fn claim(
                            AND lease_until > clock_timestamp())
          RETURNING status, sale_start_time, hold_ttl_seconds, max_tickets_per_user,
                    available_seats, owner_epoch, waiting_room_enabled,
-                   queue_admit_per_minute, queue_pass_ttl_seconds",
+                   queue_admit_per_minute, queue_pass_ttl_seconds, holds_expired_through",
     )
     .bind(event_id)
     .bind(&claimant.node_id)
@@ -237,7 +240,15 @@ async fn claim(
         },
     };
     let stored_available = event.get::<i32, _>("available_seats") as u32;
-    Ok((rules, event.get("owner_epoch"), stored_available))
+    let holds_expired_through_ms = event
+        .get::<Option<chrono::DateTime<chrono::Utc>>, _>("holds_expired_through")
+        .map(from_timestamp);
+    Ok((
+        rules,
+        event.get("owner_epoch"),
+        stored_available,
+        holds_expired_through_ms,
+    ))
 }
 
 /// The waiting room's entries, in arrival order.
@@ -327,13 +338,14 @@ async fn load_sections(
 }
 
 /// The holds that still matter: ACTIVE ones, those of bookings, and keyed ones (a retry must
-/// get their first answer).
+/// get their first answer). Read through `reservations_effective`: a hold stored ACTIVE but
+/// due by the event's `holds_expired_through` expired, though no row says so.
 async fn load_holds(tx: &mut Tx<'_>, event_id: EventId) -> Result<Vec<RestoredHold>, LoadError> {
     let mut holds = Vec::new();
     for row in sqlx::query(
         "SELECT id, user_id, section_id, quantity, seat_ids, status, booking_id,
                 idempotency_key, request_fingerprint, expires_at, created_at
-         FROM reservations
+         FROM reservations_effective
          WHERE event_id = $1
            AND (status IN ('ACTIVE', 'CONFIRMED') OR booking_id IS NOT NULL
                 OR idempotency_key IS NOT NULL)",

@@ -120,11 +120,12 @@ async fn confirm(
         return Err(ApiError::validation("discountCode is too long"));
     }
     // Route to the event's actor: the holds' event, from their rows.
-    let rows: Vec<(i64, i64, i64, String)> =
-        sqlx::query_as("SELECT id, user_id, event_id, status FROM reservations WHERE id = ANY($1)")
-            .bind(&body.reservation_ids)
-            .fetch_all(&state.pool)
-            .await?;
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "SELECT id, user_id, event_id, status FROM reservations_effective WHERE id = ANY($1)",
+    )
+    .bind(&body.reservation_ids)
+    .fetch_all(&state.pool)
+    .await?;
     let mut ids = body.reservation_ids.clone();
     ids.sort_unstable();
     ids.dedup();

@@ -128,7 +128,7 @@ async fn two_buyers_see_each_other_on_the_live_seat_map_in_a_real_browser() {
     assert_eq!(seats.iter().map(|s| s.0).collect::<Vec<_>>(), held);
     assert!(seats.iter().all(|s| s.1 == stalls));
     let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM reservations WHERE event_id = $1 AND status = 'ACTIVE'",
+        "SELECT count(*) FROM reservations_effective WHERE event_id = $1 AND status = 'ACTIVE'",
     )
     .bind(event_id)
     .fetch_one(&app.db.pool)

@@ -94,14 +94,14 @@ async fn buyers_racing_for_the_last_seats_never_oversell() {
         );
     }
     let active: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(quantity), 0) FROM reservations WHERE status = 'ACTIVE'",
+        "SELECT COALESCE(sum(quantity), 0) FROM reservations_effective WHERE status = 'ACTIVE'",
     )
     .fetch_one(&app.db.pool)
     .await
     .unwrap();
     assert_eq!(active, i64::from(granted));
     let doubled: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT seat FROM reservations, unnest(seat_ids) seat WHERE status = 'ACTIVE'
+        "SELECT count(*) FROM (SELECT seat FROM reservations_effective, unnest(seat_ids) seat WHERE status = 'ACTIVE'
                               GROUP BY seat HAVING count(*) > 1) d",
     )
     .fetch_one(&app.db.pool)
@@ -109,7 +109,7 @@ async fn buyers_racing_for_the_last_seats_never_oversell() {
     .unwrap();
     assert_eq!(doubled, 0, "no seat is held twice");
     let over: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT user_id FROM reservations WHERE status = 'ACTIVE'
+        "SELECT count(*) FROM (SELECT user_id FROM reservations_effective WHERE status = 'ACTIVE'
                               GROUP BY user_id HAVING sum(quantity) > 4) o",
     )
     .fetch_one(&app.db.pool)

@@ -323,7 +323,7 @@ async fn a_crowd_sells_out_through_the_waiting_room_and_only_pass_holders_hold()
     .unwrap();
     assert_eq!(without_pass, 0);
     let held: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(quantity), 0) FROM reservations
+        "SELECT COALESCE(sum(quantity), 0) FROM reservations_effective
          WHERE event_id = $1 AND status = 'ACTIVE'",
     )
     .bind(event_id)

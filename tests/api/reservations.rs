@@ -47,11 +47,12 @@ async fn the_briefs_load_test_flow_works_as_written() {
     assert_eq!(hold["status"], "ACTIVE");
     assert!(hold["expiresAt"].is_string());
     // Durable before the answer: the row is there.
-    let stored: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
-        .bind(hold["id"].as_i64().unwrap())
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let stored: String =
+        sqlx::query_scalar("SELECT status FROM reservations_effective WHERE id = $1")
+            .bind(hold["id"].as_i64().unwrap())
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     assert_eq!(stored, "ACTIVE");
     app.stop().await.unwrap();
 }
@@ -322,11 +323,12 @@ async fn holds_are_listed_read_and_released_by_their_owner_only() {
     assert_eq!(app.get_as(&path, &rival).await.status(), 404);
     assert_eq!(app.delete_as(&path, &other).await.status(), 404);
     assert_eq!(app.delete_as(&path, &rival).await.status(), 404);
-    let still: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let still: String =
+        sqlx::query_scalar("SELECT status FROM reservations_effective WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
     assert_eq!(still, "ACTIVE", "refused requests changed nothing");
 
     let released = app.delete_as(&path, &buyer).await;

@@ -84,7 +84,7 @@ async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_noth
     .await
     .unwrap();
     let seated_holds: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM reservations WHERE section_id = $1 AND status = 'ACTIVE'",
+        "SELECT count(*) FROM reservations_effective WHERE section_id = $1 AND status = 'ACTIVE'",
     )
     .bind(stalls)
     .fetch_one(&cluster.db.pool)

@@ -200,7 +200,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_hold() {
         "acknowledged holds lost at shutdown: {missing:?}"
     );
     let active: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'ACTIVE'")
+        sqlx::query_scalar("SELECT count(*) FROM reservations_effective WHERE status = 'ACTIVE'")
             .fetch_one(&db.pool)
             .await
             .unwrap();

@@ -137,7 +137,7 @@ impl Actor for EventActor {
         message: EventMessage,
         state: &mut EventState,
     ) -> Result<(), ActorProcessingErr> {
-        let now_ms = state.ctx.clock.now_ms();
+        let now_ms = state.now_ms();
         state.expire(now_ms);
         let queue_changes = state.inventory.advance_queue(now_ms);
         state.open.add(queue_changes);
@@ -337,6 +337,12 @@ impl EventState {
         }
     }
 
+    /// The event's now: the node's clock, never before the moment the event's holds were
+    /// last expired through ([`Inventory::now_ms`]).
+    fn now_ms(&self) -> i64 {
+        self.inventory.now_ms(self.ctx.clock.now_ms())
+    }
+
     /// Expires due holds; their changes join the open batch with no reply attached.
     fn expire(&mut self, now_ms: i64) {
         let (expired, changes) = self.inventory.expire_due(now_ms);
@@ -462,7 +468,7 @@ impl EventState {
     /// Arms the expiry timer for the earliest hold or the waiting room's next step (the
     /// draw, an admission tick, a pass running out), unless it is armed early enough already.
     fn schedule_expiry(&mut self, myself: &ActorRef<EventMessage>) {
-        let now_ms = self.ctx.clock.now_ms();
+        let now_ms = self.now_ms();
         let next_ms = match (
             self.inventory.next_expiry_ms(),
             self.inventory.next_queue_wakeup_ms(now_ms),
@@ -492,7 +498,7 @@ impl EventState {
         if !refresh_seats && self.inventory.version() == self.published_version {
             return;
         }
-        self.inventory.publish_queue(self.ctx.clock.now_ms());
+        self.inventory.publish_queue(self.now_ms());
         self.report_queue(self.inventory.queue_waiting());
         let snapshot = self.inventory.snapshot(refresh_seats);
         self.report_seats((snapshot.available, snapshot.held, snapshot.booked));

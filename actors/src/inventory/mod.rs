@@ -213,6 +213,11 @@ pub struct Inventory {
     pub(crate) version: u64,
     /// The waiting room (used only while `rules.waiting_room.enabled`).
     pub(crate) queue: WaitingRoom,
+    /// The event's time never runs back: the moment its holds were last expired through,
+    /// as stored (`events.holds_expired_through`, possibly by another node's clock). A
+    /// stored ACTIVE hold due by then reads as expired, so a hold created now must not be:
+    /// see [`Inventory::now_ms`].
+    pub(crate) time_floor_ms: i64,
 }
 
 impl Inventory {
@@ -232,7 +237,15 @@ impl Inventory {
             last_event_counts: None,
             version: 0,
             queue: WaitingRoom::default(),
+            time_floor_ms: i64::MIN,
         }
+    }
+
+    /// The event's now, given the node's clock: never before the moment its holds were
+    /// expired through. Only a node whose clock is behind the one that last owned the event
+    /// is held back, and only until its clock catches up.
+    pub fn now_ms(&self, clock_ms: i64) -> i64 {
+        clock_ms.max(self.time_floor_ms)
     }
 
     pub fn event_id(&self) -> EventId {

@@ -62,14 +62,18 @@ pub struct Restored {
     pub discounts: Vec<DiscountView>,
     /// The waiting room's entries.
     pub queue: Vec<RestoredEntry>,
+    /// `events.holds_expired_through`: the moment the event's holds were expired through.
+    pub holds_expired_through_ms: Option<i64>,
 }
 
 impl Inventory {
     /// Rebuilds an inventory. Returns it with the changes that bring PostgreSQL in line
     /// (expired holds, corrected counts), or a description of stored data that breaks an
     /// invariant.
-    pub fn restore(stored: Restored, now_ms: i64) -> Result<(Inventory, Vec<Change>), String> {
+    pub fn restore(stored: Restored, clock_ms: i64) -> Result<(Inventory, Vec<Change>), String> {
         let mut inv = Inventory::new(stored.event_id, stored.rules);
+        inv.time_floor_ms = stored.holds_expired_through_ms.unwrap_or(i64::MIN);
+        let now_ms = inv.now_ms(clock_ms);
         let mut stored_counts = Vec::new();
         for s in stored.sections {
             let seats = (s.kind == SectionKind::Seated).then(|| SeatMap::new(s.rows));
@@ -327,6 +331,7 @@ mod tests {
             bookings,
             discounts: inv.discounts.values().cloned().collect(),
             queue: Vec::new(),
+            holds_expired_through_ms: None,
         }
     }
 

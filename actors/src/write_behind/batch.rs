@@ -75,8 +75,13 @@ pub struct Writes {
     pub discounts_new: Vec<DiscountRow>,
     pub bookings_new: Vec<BookingRow>,
     pub holds_new: Vec<HoldRow>,
-    /// Status changes of holds created in earlier batches.
+    /// Status changes of holds created in earlier batches — releases and confirmations.
+    /// Expiries are not among them: see `expired_through_ms`.
     pub hold_updates: HashMap<HoldId, HoldUpdate>,
+    /// The latest moment at which the actor expired holds of earlier batches, if it did:
+    /// stored as `events.holds_expired_through`, which makes every ACTIVE reservation due by
+    /// then EXPIRED without a row write per hold (migrations/20261204000008_unwritten_expiry.sql).
+    pub expired_through_ms: Option<i64>,
     /// Seats whose owner changed.
     pub seats: HashMap<SeatId, SeatUpdate>,
     /// Sections whose counts changed.
@@ -110,6 +115,7 @@ impl Writes {
             && self.bookings_new.is_empty()
             && self.holds_new.is_empty()
             && self.hold_updates.is_empty()
+            && self.expired_through_ms.is_none()
             && self.seats.is_empty()
             && self.sections.is_empty()
             && self.booking_cancels.is_empty()
@@ -122,8 +128,8 @@ impl Writes {
             && self.queue_used.is_empty()
     }
 
-    /// Whether the batch holds nothing but new holds, section counts and event counts —
-    /// what `one_statement` writes. Every field is named (no `..`): a field added to
+    /// Whether the batch holds nothing but new holds, expiries, section counts and event
+    /// counts — what `one_statement` writes. Every field is named (no `..`): a field added to
     /// `Writes` fails to compile here until someone decides which path writes it, rather
     /// than being silently left out of the one statement.
     pub fn only_new_holds_and_counts(&self) -> bool {
@@ -133,6 +139,7 @@ impl Writes {
             bookings_new,
             holds_new: _,
             hold_updates,
+            expired_through_ms: _,
             seats,
             sections: _,
             booking_cancels,
@@ -176,7 +183,11 @@ impl Writes {
             + self.sections.len()
             + self.booking_cancels.len()
             + self.discounts_used.len()
-            + usize::from(self.event.is_some() || self.settings.is_some())
+            + usize::from(
+                self.event.is_some()
+                    || self.settings.is_some()
+                    || self.expired_through_ms.is_some(),
+            )
             + self.queue_new.len()
             + self.queue_ranked.len()
             + self.queue_admitted.len()
@@ -200,6 +211,10 @@ impl Writes {
                     row.status = status;
                     row.booking_id = booking_id;
                     row.updated_at_ms = at_ms;
+                }
+                // An earlier hold's expiry is no row: the event's watermark covers it.
+                None if status == HoldStatus::Expired => {
+                    self.expired_through_ms = self.expired_through_ms.max(Some(at_ms));
                 }
                 None => {
                     let update = HoldUpdate {
@@ -389,7 +404,7 @@ mod tests {
             },
             Change::HoldStatus {
                 hold_id: 4,
-                status: HoldStatus::Expired,
+                status: HoldStatus::Cancelled,
                 booking_id: None,
                 at_ms: 3,
             },
@@ -403,6 +418,26 @@ mod tests {
             "only the older hold is an update"
         );
         assert_eq!(batch.change_count, 3);
+    }
+
+    #[test]
+    fn an_earlier_holds_expiry_is_no_row_but_moves_the_watermark() {
+        let expiry = |hold_id, at_ms| Change::HoldStatus {
+            hold_id,
+            status: HoldStatus::Expired,
+            booking_id: None,
+            at_ms,
+        };
+        let mut batch = Batch::default();
+        batch.add(vec![Change::HoldCreated(hold_row(5))]);
+        batch.add(vec![expiry(4, 20), expiry(3, 20)]);
+        batch.add(vec![expiry(2, 25), expiry(5, 25)]);
+        assert!(batch.writes.hold_updates.is_empty(), "no row per expiry");
+        assert_eq!(batch.writes.expired_through_ms, Some(25));
+        // A hold created and expired in one batch is inserted as it ended.
+        assert_eq!(batch.writes.holds_new[0].status, HoldStatus::Expired);
+        assert!(batch.writes.only_new_holds_and_counts());
+        assert!(!batch.writes.is_empty());
     }
 
     #[test]

@@ -450,7 +450,7 @@ async fn update_discounts(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error
 }
 
 /// Locks the event row if this actor still owns it (its epoch), and writes the event's
-/// counts and rules. Returns the rows updated: 1, or 0 when fenced.
+/// counts, rules and expiry watermark (GREATEST: it never moves back). Returns the rows updated: 1, or 0 when fenced.
 async fn update_event(
     tx: &mut Tx<'_>,
     event_id: EventId,
@@ -478,6 +478,7 @@ async fn update_event(
              waiting_room_enabled = COALESCE($10, waiting_room_enabled),
              queue_admit_per_minute = COALESCE($11, queue_admit_per_minute),
              queue_pass_ttl_seconds = COALESCE($12, queue_pass_ttl_seconds),
+             holds_expired_through = GREATEST(holds_expired_through, $13),
              version = version + $8::int,
              updated_at = CASE WHEN $8::int = 1 THEN now() ELSE updated_at END
          WHERE id = $1 AND owner_epoch = $2",
@@ -494,6 +495,7 @@ async fn update_event(
     .bind(room.map(|r| r.enabled))
     .bind(room.map(|r| r.admit_per_minute as i32))
     .bind(room.map(|r| r.pass_ttl_seconds as i32))
+    .bind(w.expired_through_ms.map(to_timestamp))
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected())

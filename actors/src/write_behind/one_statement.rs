@@ -14,21 +14,23 @@
 //! Why only these kinds: the parts of one statement share one snapshot and cannot see each
 //! other's rows, so a part that must read what another writes (a booking and the holds that
 //! point at it, a new section and its seats) needs the general path's order of statements.
-//! Status changes of earlier holds (expiries, releases, confirmations) could be written here
-//! too, and were tried: with every hold expiring at a 10 s lifetime such batches carry
-//! hundreds of updates, and as one statement their flush took twice as long (p50 8.4 vs.
-//! 4.4 ms, p99 50 vs. 10 ms) and throughput by a third to two thirds
-//! (13,700–14,000 against 21,300 holds/s in `bench/wrk.sh`).
+//! Expiries are here because they write no row, only the event's `holds_expired_through`
+//! (migrations/20261204000008_unwritten_expiry.sql). Status changes of earlier holds written
+//! as rows (releases, confirmations) could be written here too; expiries were, as row
+//! updates, before they stopped being rows: with every hold expiring at a 10 s lifetime such
+//! batches carry hundreds of updates, and as one statement their flush took twice as long
+//! (p50 8.4 vs. 4.4 ms, p99 50 vs. 10 ms).
 //! [`Writes::only_new_holds_and_counts`] says which batches qualify; [`super::flush::write`] sends the rest the general way.
 
 use sqlx::{PgConnection, Row};
 
 use super::batch::Writes;
+use crate::clock::to_timestamp;
 use crate::types::EventId;
 
 /// The statement. `$1`/`$2` fence (event, epoch); `$3`–`$5` the event's counts; `$6`–`$18`
-/// the new holds (as the general path's insert); `$19`–`$22` the sections' counts. Empty
-/// arrays make their part write nothing. Answers the number of event rows the fence
+/// the new holds (as the general path's insert); `$19`–`$22` the sections' counts; `$23`
+/// the expiry watermark (NULL: unchanged). Empty arrays make their part write nothing. Answers the number of event rows the fence
 /// matched: 1, or 0 when the epoch is stale.
 const STATEMENT: &str = "
 WITH fence AS (
@@ -36,7 +38,8 @@ WITH fence AS (
         available_seats = COALESCE($3, available_seats),
         status = COALESCE($4, status),
         version = version + $5::int,
-        updated_at = CASE WHEN $5::int = 1 THEN now() ELSE updated_at END
+        updated_at = CASE WHEN $5::int = 1 THEN now() ELSE updated_at END,
+        holds_expired_through = GREATEST(holds_expired_through, $23)
     WHERE id = $1 AND owner_epoch = $2
     RETURNING id
 ), new_holds AS (
@@ -81,6 +84,7 @@ pub async fn write(
         .bind(i32::from(w.event.is_some()));
     let query = super::flush::bind_holds(query, &w.holds_new);
     let row = super::flush::bind_section_counts(query, w)
+        .bind(w.expired_through_ms.map(to_timestamp))
         .fetch_one(conn)
         .await?;
     row.try_get(0)

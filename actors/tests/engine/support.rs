@@ -151,9 +151,10 @@ pub async fn assert_invariants(pool: &PgPool, event_id: EventId) {
     assert!(broken.is_empty(), "invariants broken: {broken:#?}");
 }
 
-/// The ids of the reservations stored with a status.
+/// The ids of the reservations with a status, read as every reader does: through
+/// `reservations_effective` (an expiry writes no row).
 pub async fn hold_ids_with_status(pool: &PgPool, event_id: EventId, status: &str) -> Vec<i64> {
-    sqlx::query_scalar("SELECT id FROM reservations WHERE event_id = $1 AND status = $2")
+    sqlx::query_scalar("SELECT id FROM reservations_effective WHERE event_id = $1 AND status = $2")
         .bind(event_id)
         .bind(status)
         .fetch_all(pool)
