@@ -483,3 +483,74 @@ async fn refusals_name_the_item_at_fault() {
         .contains("987654"));
     app.stop().await.unwrap();
 }
+
+/// A hold that lapses writes no row, yet every route reads it as expired: its status says
+/// EXPIRED, it leaves the buyer's holds, it can be neither released nor booked, and its
+/// tickets are on sale again. Real time (the shortest lifetime, 10 s); the test polls
+/// until the engine has expired it, and fails only if that never happens.
+#[tokio::test]
+async fn a_lapsed_hold_reads_expired_everywhere_though_no_row_says_so() {
+    let app = spawn_app().await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
+    let rules = app
+        .patch(
+            &format!("/events/{event_id}"),
+            &organizer,
+            json!({"holdTtlSeconds": 10}),
+        )
+        .await;
+    assert_eq!(rules.status(), 200);
+    let id = app.hold(&buyer, event_id, general, 3).await;
+    let path = format!("/reservations/{id}");
+    assert_eq!(
+        data(app.get_as(&path, &buyer).await).await["status"],
+        "ACTIVE"
+    );
+    let inventory = format!("/events/{event_id}/inventory");
+    assert_eq!(
+        data(app.get(&inventory).await).await["sections"][0]["held"],
+        3
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let hold = data(app.get_as(&path, &buyer).await).await;
+        if hold["status"] == "EXPIRED" {
+            break;
+        }
+        assert_eq!(hold["status"], "ACTIVE");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not expired after 60 s: {hold}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
+    // The row was never rewritten: the event's watermark makes it EXPIRED.
+    let stored: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "ACTIVE");
+    let mine = data(app.get_as("/reservations", &buyer).await).await;
+    assert!(
+        mine.as_array().unwrap().iter().all(|h| h["id"] != id),
+        "a lapsed hold is not among the buyer's holds: {mine}"
+    );
+    let release = app.delete_as(&path, &buyer).await;
+    assert_eq!(release.status(), 409);
+    assert_eq!(error_code(release).await, "RESERVATION_NOT_ACTIVE");
+    let booking = app
+        .post("/bookings", Some(&buyer), json!({"reservationIds": [id]}))
+        .await;
+    assert_eq!(booking.status(), 409);
+    let message = crate::helpers::error_message(booking).await;
+    assert!(message.contains("EXPIRED"), "{message}");
+    let inventory = data(app.get(&inventory).await).await;
+    assert_eq!(inventory["sections"][0]["held"], 0);
+    assert_eq!(inventory["sections"][0]["available"], 10);
+    app.stop().await.unwrap();
+}
