@@ -222,8 +222,6 @@ async fn hold(
 
 // A hold's status is read through `reservations_effective`: an expiry writes no row
 // (migrations/20261204000008_unwritten_expiry.sql).
-const SELECT: &str =
-    "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at FROM reservations_effective";
 const SELECT_OWNED: &str =
     "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at, user_id
      FROM reservations_effective";
@@ -235,9 +233,13 @@ pub async fn mine(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<impl IntoResponse, ApiError> {
-    let holds: Vec<ReservationView> = sqlx::query_as(&format!(
-        "{SELECT} WHERE user_id = $1 AND status = 'ACTIVE' AND expires_at > now() ORDER BY id DESC LIMIT 100"
-    ))
+    // The table, not the view: a hold not yet due is not expired, so no watermark is needed
+    // here, and `idx_reservations_user_status` finds the buyer's ACTIVE rows — among them
+    // every hold they ever abandoned, which the view's derived status could not skip.
+    let holds: Vec<ReservationView> = sqlx::query_as(
+        "SELECT id, event_id, section_id, quantity, seat_ids, status, expires_at FROM reservations
+         WHERE user_id = $1 AND status = 'ACTIVE' AND expires_at > now() ORDER BY id DESC LIMIT 100",
+    )
     .bind(auth.id)
     .fetch_all(&state.pool)
     .await?;
