@@ -20,7 +20,8 @@
 -- clock).
 ALTER TABLE events ADD COLUMN holds_expired_through TIMESTAMPTZ;
 
--- Every reader of a hold's status reads it here, never from reservations.status.
+-- Every reader of a hold's status reads it here, never from reservations.status alone (a
+-- query for holds not yet due, status = 'ACTIVE' AND expires_at > now(), needs no watermark).
 -- updated_at of an expired hold is when it lapsed.
 CREATE VIEW reservations_effective AS
 SELECT r.id, r.user_id, r.event_id, r.section_id, r.quantity, r.seat_ids, r.session_id,
