@@ -84,6 +84,9 @@ pub struct EventState {
     drain_waiters: Vec<RpcReplyPort<()>>,
     /// This event's (available, held, booked) as last added to the node-wide gauges.
     reported_seats: (u32, u32, u32),
+    /// The node-wide seat gauges (available, held, booked), registered once: moved after
+    /// nearly every decision, and `gauge!` with a label builds and looks up its key each call.
+    seat_gauges: [metrics::Gauge; 3],
     /// This event's buyers in line as last added to the node-wide gauge.
     reported_waiting: usize,
 }
@@ -113,6 +116,8 @@ impl Actor for EventActor {
             last_request: Instant::now(),
             drain_waiters: Vec::new(),
             reported_seats: (0, 0, 0),
+            seat_gauges: ["available", "held", "booked"]
+                .map(|state| metrics::gauge!("boxoffice_inventory_seats", "state" => state)),
             reported_waiting: 0,
         };
         state.open.add(args.pending);
@@ -510,14 +515,10 @@ impl EventState {
     /// event's change since it last reported.
     fn report_seats(&mut self, now: (u32, u32, u32)) {
         let before = self.reported_seats;
-        for (state, old, new) in [
-            ("available", before.0, now.0),
-            ("held", before.1, now.1),
-            ("booked", before.2, now.2),
-        ] {
+        let moves = [(before.0, now.0), (before.1, now.1), (before.2, now.2)];
+        for (gauge, (old, new)) in self.seat_gauges.iter().zip(moves) {
             if old != new {
-                metrics::gauge!("boxoffice_inventory_seats", "state" => state)
-                    .increment(f64::from(new) - f64::from(old));
+                gauge.increment(f64::from(new) - f64::from(old));
             }
         }
         self.reported_seats = now;
