@@ -114,15 +114,7 @@ async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
         .unwrap();
     let snapshot = engine.snapshot(f.event_id).await.unwrap();
     assert_eq!((snapshot.held, snapshot.available), (0, 20));
-    let request = HoldRequest {
-        user_id: f.buyers[1],
-        kind: HoldKind::General {
-            section_id: floor,
-            quantity: 4,
-        },
-        idempotency_key: None,
-        session_id: None,
-    };
+    let request = general(f.buyers[1], floor, 4);
     engine.hold(f.event_id, request).await.unwrap();
     engine.sync(f.event_id).await.unwrap();
     assert_eq!(
@@ -165,15 +157,7 @@ async fn an_idle_actor_without_holds_stops_and_the_next_request_brings_it_back()
     assert!(stopped, "the idle actor stopped");
 
     // The next request loads the event again and sells as before.
-    let request = HoldRequest {
-        user_id: f.buyers[0],
-        kind: HoldKind::General {
-            section_id: floor,
-            quantity: 1,
-        },
-        idempotency_key: None,
-        session_id: None,
-    };
+    let request = general(f.buyers[0], floor, 1);
     f.engine.hold(f.event_id, request).await.unwrap();
     assert_eq!(f.engine.live_actors(), 1);
     assert_invariants(f.pool(), f.event_id).await;
