@@ -450,7 +450,8 @@ async fn update_discounts(tx: &mut Tx<'_>, w: &Writes) -> Result<(), sqlx::Error
 }
 
 /// Locks the event row if this actor still owns it (its epoch), and writes the event's
-/// counts, rules and expiry watermark (GREATEST: it never moves back). Returns the rows updated: 1, or 0 when fenced.
+/// counts, rules and expiry watermark (GREATEST: it never moves back). Returns the rows
+/// updated: 1, or 0 when fenced.
 async fn update_event(
     tx: &mut Tx<'_>,
     event_id: EventId,

@@ -20,7 +20,8 @@
 //! updates, before they stopped being rows: with every hold expiring at a 10 s lifetime such
 //! batches carry hundreds of updates, and as one statement their flush took twice as long
 //! (p50 8.4 vs. 4.4 ms, p99 50 vs. 10 ms).
-//! [`Writes::only_new_holds_and_counts`] says which batches qualify; [`super::flush::write`] sends the rest the general way.
+//! [`Writes::only_new_holds_and_counts`] says which batches qualify; [`super::flush::write`]
+//! sends the rest the general way.
 
 use sqlx::{PgConnection, Row};
 
@@ -30,7 +31,8 @@ use crate::types::EventId;
 
 /// The statement. `$1`/`$2` fence (event, epoch); `$3`–`$5` the event's counts; `$6`–`$18`
 /// the new holds (as the general path's insert); `$19`–`$22` the sections' counts; `$23`
-/// the expiry watermark (NULL: unchanged). Empty arrays make their part write nothing. Answers the number of event rows the fence
+/// the expiry watermark (NULL: unchanged). Empty arrays make their part write nothing.
+/// Answers the number of event rows the fence
 /// matched: 1, or 0 when the epoch is stale.
 const STATEMENT: &str = "
 WITH fence AS (
