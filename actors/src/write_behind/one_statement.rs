@@ -4,8 +4,8 @@
 //! sections' counts and the event's. Written as the general path writes them, that is
 //! BEGIN, the epoch fence, the holds, the sections and COMMIT — five round trips, each one a
 //! wake-up of the PostgreSQL backend and of the I/O thread, for a transaction whose
-//! statements all depend on the first. Here they are one statement of data-modifying CTEs, which PostgreSQL runs as its
-//! own implicit transaction: the fence's `UPDATE events … WHERE owner_epoch = $2` locks the
+//! statements all depend on the first. Here they are one statement of data-modifying CTEs,
+//! which PostgreSQL runs as its own implicit transaction: the fence's `UPDATE events … WHERE owner_epoch = $2` locks the
 //! event row, and every other part joins the fence's `RETURNING` row, so a superseded
 //! actor's statement writes nothing at all — the same guarantee as the general path's
 //! check before its first write. The row lock is held until the statement commits, so a
