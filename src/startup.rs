@@ -84,7 +84,7 @@ impl Application {
                 stopping.clone(),
             ),
             stopping,
-            peers: crate::cluster::peer_client()?,
+            peers: crate::cluster::peer_client(Duration::from_millis(settings.header_timeout_ms))?,
             settings: Arc::new(settings),
         });
         // Invalidations reach the other nodes' in-process caches through PostgreSQL.

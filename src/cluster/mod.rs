@@ -49,10 +49,17 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// The client requests are forwarded with: pooled connections to the other nodes, a short
 /// connect timeout (a dead owner is found out quickly), no redirects, no proxy.
-pub fn peer_client() -> anyhow::Result<reqwest::Client> {
+///
+/// A pooled connection is retired after half of `peer_header_timeout` idle — the time
+/// after which the owner closes a connection that sends no request (`HEADER_TIMEOUT_MS`,
+/// the same on every node). Kept longer, a connection idle for that long could be reused
+/// at the very instant the owner closes it: the forwarded request would fail unread
+/// although the owner is healthy, the buyer would be answered 503, and the owner looked up
+/// again.
+pub fn peer_client(peer_header_timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(1_000))
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout((peer_header_timeout / 2).min(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

@@ -38,6 +38,19 @@ pub fn test_settings(db: &TestDb) -> Settings {
     settings
 }
 
+/// A client that retires a pooled connection after 1 s idle, well inside the server's
+/// `HEADER_TIMEOUT_MS` (5 s). With reqwest's default (90 s), a connection opened during a
+/// test's setup can sit idle for the server's five seconds on a slow machine and be handed
+/// to the next request at the instant the server closes it: that request fails with
+/// `IncompleteMessage`, HTTP/1.1's keep-alive race, which only the side that keeps a
+/// connection longer can avoid.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("client builds")
+}
+
 /// Starts the application on a fresh database.
 pub async fn spawn_app() -> TestApp {
     let db = TestDb::create().await;
@@ -61,7 +74,7 @@ pub async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
         address,
         db,
         engine,
-        client: reqwest::Client::new(),
+        client: client(),
         shutdown: Some(tx),
         server: Some(server),
     }

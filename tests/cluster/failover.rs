@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use boxoffice::auth::jwt::Role;
 
-use crate::support::{eventually, signal, Cluster, Load};
+use crate::support::{client_builder, eventually, signal, Cluster, Load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_owner_of_a_hot_event_moves_it_within_seconds_and_loses_nothing() {
@@ -127,7 +127,7 @@ async fn a_paused_owner_is_fenced_off_when_it_wakes_after_another_node_claimed()
     let (e1, s1) = cluster.event_on_sale(&a, &organizer, 100).await;
     let (e2, s2) = cluster.event_on_sale(&a, &organizer, 100).await;
     assert_eq!(cluster.owner(e2).await.as_deref(), Some("node-0"));
-    let patient = reqwest::Client::builder()
+    let patient = client_builder()
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap();

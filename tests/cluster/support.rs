@@ -11,7 +11,7 @@ use boxoffice_engine::testdb::TestDb;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-pub use crate::process::{free_port, Seen, Server, JWT_SECRET};
+pub use crate::process::{client, client_builder, free_port, Seen, Server, JWT_SECRET};
 
 /// One node: its id and port, and the process while it runs.
 pub struct Node {
@@ -93,7 +93,7 @@ impl Haproxy {
             _config: tempfile_path::TempPath(path),
         };
         // Ready once requests get through to a node.
-        let client = reqwest::Client::new();
+        let client = client();
         for _ in 0..200 {
             if let Ok(r) = client.get(haproxy.url("/health/ready")).send().await {
                 if r.status() == 200 {
@@ -158,7 +158,7 @@ impl Cluster {
             database_url,
             nodes: Vec::new(),
             haproxy: None,
-            client: reqwest::Client::builder()
+            client: client_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
@@ -471,7 +471,7 @@ impl Load {
         body: serde_json::Value,
         gateway_errors: bool,
     ) -> Load {
-        let client = reqwest::Client::new();
+        let client = client();
         // Keys unique across loads, so that two loads' keys never meet in one check.
         let load_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use boxoffice_engine::testdb::TestDb;
 use serde_json::json;
 
-use crate::support::{attempt, free_port, scene, Seen, Server, JWT_SECRET};
+use crate::support::{attempt, client, free_port, scene, Seen, Server, JWT_SECRET};
 
 /// One hold a buyer asked for in a round, and the booking that followed it, by
 /// idempotency key.
@@ -36,7 +36,7 @@ async fn buy(
     i: usize,
     acks: Arc<AtomicUsize>,
 ) -> Vec<Purchase> {
-    let client = reqwest::Client::new();
+    let client = client();
     let mut purchases = Vec::new();
     for n in 0..MAX_PURCHASES_PER_BUYER {
         let hold_key = format!("hold-{round}-{i}-{n}");
@@ -133,7 +133,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_change_at_several_kill_points()
         // Restart on the same database and retry everything the clients could not know,
         // with the same keys: the first answer if it happened, a new one if it did not.
         server = Server::start(&db.url(), port).await;
-        let client = reqwest::Client::new();
+        let client = client();
         for b in &mut results {
             if matches!(b.hold, Seen::Unknown) {
                 b.hold = attempt(

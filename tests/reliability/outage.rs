@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use boxoffice_engine::testdb::TestDb;
 use serde_json::json;
 
-use crate::support::{attempt, free_port, scene, InProcess, Proxy, Seen, Server};
+use crate::support::{attempt, client, free_port, scene, InProcess, Proxy, Seen, Server};
 
 /// Requests one buyer sends at most in the outage test.
 const MAX_REQUESTS_PER_BUYER: usize = 100_000;
@@ -44,7 +44,7 @@ async fn an_unreachable_database_gives_503s_not_false_yeses_and_service_recovers
             let (oks, unknown, slowest) = (oks.clone(), unknown.clone(), slowest.clone());
             let (event, section) = (scene.event_id, scene.section_id);
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = client();
                 // Bounded: the phases below end long before.
                 for _ in 0..MAX_REQUESTS_PER_BUYER {
                     if stop.load(Ordering::SeqCst) {
@@ -107,7 +107,7 @@ async fn an_unreachable_database_gives_503s_not_false_yeses_and_service_recovers
     );
 
     // Service comes back on its own: a new hold succeeds within a few attempts.
-    let client = reqwest::Client::new();
+    let client = client();
     let mut recovered = false;
     for _ in 0..50 {
         let seen = attempt(
@@ -151,7 +151,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_hold() {
             let (token, base, acks) = (token.clone(), base.clone(), acks.clone());
             let (event, section) = (scene.event_id, scene.section_id);
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = client();
                 let mut mine = Vec::new();
                 // Until the server stops answering: the load is still on when SIGTERM lands.
                 for _ in 0..MAX_REQUESTS_PER_BUYER {

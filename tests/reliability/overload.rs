@@ -8,7 +8,7 @@
 use boxoffice_engine::testdb::TestDb;
 use serde_json::json;
 
-use crate::support::{scene, InProcess};
+use crate::support::{client, scene, InProcess};
 
 /// The value of one series in a Prometheus scrape (0 when absent).
 async fn metric(base: &str, series: &str) -> f64 {
@@ -47,7 +47,7 @@ async fn excess_load_is_shed_with_retry_after_and_nothing_is_lost() {
     let scene = scene(&db, &base, 400, 100_000, 1000).await;
     let lock = lock_event(&db, scene.event_id).await;
 
-    let client = reqwest::Client::new();
+    let client = client();
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     for (_, token) in &scene.buyers {
         let request = client
@@ -110,7 +110,7 @@ async fn a_full_event_sheds_and_the_refusal_is_counted_as_the_events() {
     .await;
     let base = app.base.clone();
     let scene = scene(&db, &base, 3, 100, 10).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let hold = |token: &str| {
         client
             .post(format!("{base}/events/{}/reservations", scene.event_id))

@@ -11,7 +11,7 @@ use boxoffice_engine::testdb::TestDb;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use crate::support::{free_port, scene, Server, JWT_SECRET};
+use crate::support::{client, free_port, scene, Server, JWT_SECRET};
 
 const BUYERS: usize = 300;
 /// Buyers seen let in before the kill lands: the line is mid-way through admitting.
@@ -62,7 +62,7 @@ async fn patch(client: &reqwest::Client, base: &str, token: &str, event_id: i64,
 
 /// Joins every buyer in `tokens` at once; returns each acknowledged `joinedAt`.
 async fn join_all(base: &str, event_id: i64, tokens: &[(i64, String)]) -> HashMap<i64, String> {
-    let client = reqwest::Client::new();
+    let client = client();
     let mut joins = tokio::task::JoinSet::new();
     for (user_id, token) in tokens.iter().cloned() {
         let request = client
@@ -101,7 +101,7 @@ async fn sigkill_mid_queue_keeps_every_place_and_pass() {
         .unwrap()
         .issue(organizer, Role::Organizer)
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
 
     // The sale opens later: the first half joins early and is drawn at the opening.
     patch(

@@ -14,6 +14,22 @@ use tokio::task::JoinSet;
 
 pub const JWT_SECRET: &str = "reliability-secret-reliability-secret";
 
+/// A client as a well-behaved buyer's would be: it retires a pooled connection after 1 s
+/// idle, well inside the server's `HEADER_TIMEOUT_MS` (5 s). With reqwest's default (90 s)
+/// a connection opened during a test's setup can sit idle for the server's five seconds
+/// on a slow machine and be handed to the next request at the instant the server closes
+/// it; that request then fails with `IncompleteMessage` — the client's fault, not the
+/// server's (it is HTTP/1.1's keep-alive race, which only the side that keeps a
+/// connection longer can avoid).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(1))
+}
+
+/// [`client_builder`], built.
+pub fn client() -> reqwest::Client {
+    client_builder().build().expect("client builds")
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,7 +88,7 @@ impl Server {
             port,
             output,
         };
-        let client = reqwest::Client::new();
+        let client = client();
         for _ in 0..150 {
             if let Ok(r) = client.get(server.url("/health/ready")).send().await {
                 if r.status() == 200 {
@@ -149,7 +165,7 @@ pub async fn scene(
     .await
     .unwrap();
     let org_token = keys.issue(organizer, Role::Organizer).unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
     let event: serde_json::Value = client
         .post(format!("{base_url}/events"))
         .bearer_auth(&org_token)
