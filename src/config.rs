@@ -88,6 +88,11 @@ pub struct Settings {
     pub outbox_webhook_ca_file: Option<std::path::PathBuf>,
     /// Whether this node runs the background-job worker.
     pub outbox_worker: bool,
+    /// Seconds between rounds of the sweep that writes lapsed holds' rows down as EXPIRED
+    /// (0: this node does not sweep).
+    pub expiry_sweep_interval_seconds: u64,
+    /// Rows one statement of the sweep rewrites at most (20 statements a round).
+    pub expiry_sweep_rows: u32,
     /// Password hashes computed at once; more logins wait (then get 503).
     pub password_hash_concurrency: usize,
     /// Failed logins allowed per account / per client address in `login_window_seconds`.
@@ -213,6 +218,8 @@ impl Settings {
             outbox_webhook_url: var("OUTBOX_WEBHOOK_URL"),
             outbox_webhook_ca_file: var("OUTBOX_WEBHOOK_CA_FILE").map(Into::into),
             outbox_worker: parsed("OUTBOX_WORKER", true)?,
+            expiry_sweep_interval_seconds: parsed("EXPIRY_SWEEP_INTERVAL_SECONDS", 30)?,
+            expiry_sweep_rows: parsed("EXPIRY_SWEEP_ROWS", 1_000)?,
             password_hash_concurrency: parsed(
                 "PASSWORD_HASH_CONCURRENCY",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),

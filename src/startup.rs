@@ -135,6 +135,19 @@ impl Application {
             .settings
             .outbox_worker
             .then(|| tokio::spawn(outbox::run(state.pool.clone(), delivery, jobs_stopped)));
+        // Lapsed holds' rows, written down as EXPIRED a bounded number at a time.
+        let sweep = (state.settings.expiry_sweep_interval_seconds > 0).then(|| {
+            let limits = boxoffice_engine::sweep::SweepLimits {
+                rows_per_statement: i64::from(state.settings.expiry_sweep_rows.max(1)),
+                round_interval: Duration::from_secs(state.settings.expiry_sweep_interval_seconds),
+                ..Default::default()
+            };
+            tokio::spawn(boxoffice_engine::sweep::run(
+                state.pool.clone(),
+                limits,
+                stop_jobs.subscribe(),
+            ))
+        });
         let limits = connections::ConnectionLimits {
             max_connections: state.settings.max_connections,
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
@@ -150,8 +163,8 @@ impl Application {
         tracing::info!("stopped accepting; flushing the engine");
         state.engine.shutdown().await;
         let _ = stop_jobs.send(true);
-        if let Some(jobs) = jobs {
-            let _ = jobs.await;
+        for job in [jobs, sweep].into_iter().flatten() {
+            let _ = job.await;
         }
         state.pool.close().await;
         tracing::info!("shutdown complete");

@@ -199,6 +199,10 @@ fn describe_metrics() {
         "boxoffice_jobs_pending",
         "Background jobs waiting for delivery"
     );
+    describe_counter!(
+        "boxoffice_expiry_swept_rows_total",
+        "Lapsed holds' rows written down as EXPIRED by the background sweep"
+    );
     describe_gauge!("boxoffice_http_connections", "HTTP connections open");
     describe_counter!(
         "boxoffice_http_requests_paced_total",
@@ -352,6 +356,7 @@ fn describe_metrics() {
         metrics::counter!("boxoffice_jobs_total", "result" => result).absolute(0);
     }
     metrics::counter!("boxoffice_cache_errors_total", "backend" => "redis").absolute(0);
+    metrics::counter!("boxoffice_expiry_swept_rows_total").absolute(0);
     for name in [
         "boxoffice_event_actors",
         "boxoffice_engine_in_flight",

@@ -10,6 +10,8 @@
 //!   after a failure;
 //! - [`feed`]: each event's live feed of committed changes, for buyers' seat maps;
 //! - [`waiting_room`]: each event's fair line in front of its on-sale, kept by its actor;
+//! - [`sweep`]: lapsed holds' rows written down as `EXPIRED` in the background, off the
+//!   hot path;
 //! - [`cluster`]: this node's lease in PostgreSQL, without which it claims and decides
 //!   nothing;
 //! - [`engine`]: the handle the server crate holds, with admission control.
@@ -35,6 +37,7 @@ pub(crate) mod io_runtime;
 pub mod limits;
 pub mod recovery;
 pub(crate) mod supervisor;
+pub mod sweep;
 pub mod types;
 pub mod waiting_room;
 

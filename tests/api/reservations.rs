@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{data, error_code, spawn_app};
+use crate::helpers::{data, error_code, spawn_app, spawn_app_with, test_settings};
 
 #[tokio::test]
 async fn the_briefs_load_test_flow_works_as_written() {
@@ -552,5 +552,85 @@ async fn a_lapsed_hold_reads_expired_everywhere_though_no_row_says_so() {
     let inventory = data(app.get(&inventory).await).await;
     assert_eq!(inventory["sections"][0]["held"], 0);
     assert_eq!(inventory["sections"][0]["available"], 10);
+    app.stop().await.unwrap();
+}
+
+/// The background sweep writes a lapsed hold down as EXPIRED: the stored row comes to say
+/// what every reader already read, and nothing a buyer reads changes. Real time (the
+/// shortest TTL, 10 s); every wait is for a state, bounded by a minute.
+#[tokio::test]
+async fn the_sweep_writes_a_lapsed_hold_down_and_nothing_a_buyer_reads_changes() {
+    let db = boxoffice_engine::testdb::TestDb::create().await;
+    let mut settings = test_settings(&db);
+    settings.expiry_sweep_interval_seconds = 1;
+    let app = spawn_app_with(db, settings).await;
+    let (_, organizer) = app.user("ORGANIZER").await;
+    let (_, buyer) = app.user("CUSTOMER").await;
+    let (event_id, general, _) = app.event_on_sale(&organizer, 10, 1, 1, 8).await;
+    let rules = app
+        .patch(
+            &format!("/events/{event_id}"),
+            &organizer,
+            json!({"holdTtlSeconds": 10}),
+        )
+        .await;
+    assert_eq!(rules.status(), 200);
+    let lapsing = app.hold(&buyer, event_id, general, 3).await;
+    let released = app.hold(&buyer, event_id, general, 1).await;
+    let release = app
+        .delete_as(&format!("/reservations/{released}"), &buyer)
+        .await;
+    assert_eq!(release.status(), 200);
+
+    let path = format!("/reservations/{lapsing}");
+    let stored = |id: i64| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, bool)>(
+                "SELECT status, updated_at = expires_at FROM reservations WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut read_expired = None;
+    loop {
+        let hold = data(app.get_as(&path, &buyer).await).await;
+        let (status, _) = stored(lapsing).await;
+        if hold["status"] == "EXPIRED" && read_expired.is_none() && status == "ACTIVE" {
+            read_expired = Some(hold.clone());
+        }
+        if status == "EXPIRED" {
+            // Once written down, a buyer reads exactly what was read before, if it was read
+            // before the sweep came (the sweep runs every second: usually, not always).
+            if let Some(before) = &read_expired {
+                assert_eq!(&hold, before, "the sweep changed what a buyer reads");
+            }
+            assert_eq!(hold["status"], "EXPIRED");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not written down as EXPIRED after 60 s: {hold}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored(lapsing).await, ("EXPIRED".into(), true));
+    assert_eq!(
+        stored(released).await.0,
+        "CANCELLED",
+        "a released hold stays so"
+    );
+    let inventory = data(app.get(&format!("/events/{event_id}/inventory")).await).await;
+    assert_eq!(inventory["sections"][0]["held"], 0);
+    assert_eq!(inventory["sections"][0]["available"], 10);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("boxoffice_expiry_swept_rows_total"),
+        "the sweep is counted"
+    );
     app.stop().await.unwrap();
 }

@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+use boxoffice_engine::sweep::{sweep_round, SweepLimits, SweepRound};
 use boxoffice_engine::types::{ConfirmRequest, HoldKind, HoldRequest, Requester};
 use boxoffice_engine::{Engine, EngineConfig, EngineError, Refusal};
 
-use crate::support::{assert_invariants, fixture, hold_ids_with_status, section_counts};
+use crate::support::{
+    assert_invariants, best, fixture, general, hold_ids_with_status, join_all, section_counts,
+};
 
 #[tokio::test]
 async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
@@ -121,6 +124,59 @@ async fn holds_expire_on_the_actors_timer_and_expiry_is_persisted() {
         section_counts(f.pool(), f.event_id).await[&floor],
         (10, 6, 4, 0)
     );
+    assert_invariants(f.pool(), f.event_id).await;
+
+    // The sweep writes the three lapsed rows down as EXPIRED, within its budget: a round of
+    // one statement of two rows leaves one for the next round. Nobody reading through the
+    // view sees a change, and the new hold is left ACTIVE.
+    let read = || async {
+        sqlx::query_as::<_, (i64, String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT id, status, updated_at FROM reservations_effective
+             WHERE event_id = $1 ORDER BY id",
+        )
+        .bind(f.event_id)
+        .fetch_all(f.pool())
+        .await
+        .unwrap()
+    };
+    let before = read().await;
+    let limits = SweepLimits {
+        rows_per_statement: 2,
+        statements_per_round: 1,
+        ..SweepLimits::default()
+    };
+    let rounds = [
+        sweep_round(f.pool(), &limits).await.unwrap(),
+        sweep_round(f.pool(), &limits).await.unwrap(),
+        sweep_round(f.pool(), &limits).await.unwrap(),
+    ];
+    let round = |rows_swept, statements, events_done, more| SweepRound {
+        rows_swept,
+        statements,
+        events_done,
+        more,
+    };
+    assert_eq!(
+        rounds,
+        [
+            round(2, 1, 0, true),
+            round(1, 1, 1, false),
+            round(0, 0, 0, false)
+        ]
+    );
+    assert_eq!(read().await, before, "the view reads every row as before");
+    let (disagreeing, stored): (i64, Vec<String>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE r.status <> v.status OR r.updated_at <> v.updated_at),
+                array_agg(r.status ORDER BY r.id)
+         FROM reservations r JOIN reservations_effective v ON v.id = r.id
+         WHERE r.event_id = $1",
+    )
+    .bind(f.event_id)
+    .fetch_one(f.pool())
+    .await
+    .unwrap();
+    assert_eq!(disagreeing, 0, "the table now says what the view says");
+    assert_eq!(stored, ["EXPIRED", "EXPIRED", "EXPIRED", "ACTIVE"]);
     assert_invariants(f.pool(), f.event_id).await;
     engine.shutdown().await;
 }
@@ -309,43 +365,4 @@ async fn holds_lapse_in_the_middle_of_a_burst_and_a_rebuilt_actor_reads_them_as_
     );
     assert_invariants(f.pool(), event).await;
     engine.shutdown().await;
-}
-
-fn general(user_id: i64, section_id: i64, quantity: u32) -> HoldRequest {
-    HoldRequest {
-        user_id,
-        kind: HoldKind::General {
-            section_id,
-            quantity,
-        },
-        idempotency_key: None,
-        session_id: None,
-    }
-}
-
-fn best(user_id: i64, section_id: i64) -> HoldRequest {
-    HoldRequest {
-        user_id,
-        kind: HoldKind::BestAvailable {
-            section_id,
-            quantity: 1,
-            allow_split: false,
-        },
-        idempotency_key: None,
-        session_id: None,
-    }
-}
-
-/// Runs each future as its own task and collects their outputs in order.
-async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut outputs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outputs.push(task.await.unwrap());
-    }
-    outputs
 }

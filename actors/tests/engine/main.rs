@@ -9,3 +9,4 @@ mod feed;
 mod queue;
 mod shutdown;
 mod support;
+mod sweep;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use boxoffice_engine::testdb::TestDb;
-use boxoffice_engine::types::{EventId, EventStatus, NewSection, SectionSpec, SettingsUpdate};
+use boxoffice_engine::types::{
+    EventId, EventStatus, HoldKind, HoldRequest, NewSection, SectionSpec, SettingsUpdate,
+};
 use boxoffice_engine::{Engine, EngineConfig};
 use sqlx::{PgPool, Row};
 
@@ -160,4 +162,45 @@ pub async fn hold_ids_with_status(pool: &PgPool, event_id: EventId, status: &str
         .fetch_all(pool)
         .await
         .unwrap()
+}
+
+/// A GENERAL hold of `quantity` tickets, without key or session.
+pub fn general(user_id: i64, section_id: i64, quantity: u32) -> HoldRequest {
+    HoldRequest {
+        user_id,
+        kind: HoldKind::General {
+            section_id,
+            quantity,
+        },
+        idempotency_key: None,
+        session_id: None,
+    }
+}
+
+/// A best-available hold of one seat, without key or session.
+pub fn best(user_id: i64, section_id: i64) -> HoldRequest {
+    HoldRequest {
+        user_id,
+        kind: HoldKind::BestAvailable {
+            section_id,
+            quantity: 1,
+            allow_split: false,
+        },
+        idempotency_key: None,
+        session_id: None,
+    }
+}
+
+/// Runs each future as its own task and collects their outputs in order.
+pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
 }
