@@ -12,6 +12,11 @@ use crate::types::{
 };
 use crate::waiting_room::QueueView;
 
+/// `boxoffice_engine_answer_duration_seconds`, made once (see `engine::CallMetrics`: the
+/// first answer comes after the server installed its recorder).
+static ANSWER_DURATION: std::sync::LazyLock<metrics::Histogram> =
+    std::sync::LazyLock::new(|| metrics::histogram!("boxoffice_engine_answer_duration_seconds"));
+
 /// Where an answer goes, and the request's slot in its event's in-flight bound.
 ///
 /// The slot is given back the moment the answer is sent (or the message is dropped
@@ -62,8 +67,7 @@ impl<T> Reply<T> {
             slot,
             sent_at,
         } = self;
-        metrics::histogram!("boxoffice_engine_answer_duration_seconds")
-            .record(sent_at.elapsed().as_secs_f64());
+        ANSWER_DURATION.record(sent_at.elapsed().as_secs_f64());
         let sent = port.send(answer);
         drop(slot);
         sent
