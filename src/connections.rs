@@ -3,7 +3,7 @@
 //! `axum::serve` keeps any connection for as long as the client likes: one that sends half
 //! a request header and then nothing stays open forever, and enough of them exhaust the
 //! process's file descriptors so that real buyers cannot connect. This loop serves the same
-//! router with three bounds:
+//! router with these bounds:
 //!
 //! - **at most `max_connections` open**: at the bound the loop stops accepting, so further
 //!   clients wait in the kernel's listen backlog — costing this process nothing — until a
@@ -25,6 +25,8 @@
 //!   And a stream bounds its socket's send buffer: the kernel would otherwise queue up to
 //!   `tcp_wmem`'s maximum (4 MiB here) for a client that does not read — 40 GB of kernel
 //!   memory for ten thousand stalled seat maps, and seconds before the stream notices;
+//! - **a body limit** (`max_body_bytes`): axum's `DefaultBodyLimit`, which the JSON
+//!   extractor obeys with 413;
 //! - **a graceful drain**: on shutdown the listener closes first, idle connections are
 //!   closed, and requests in flight finish.
 
@@ -36,14 +38,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 /// When a connection's next request may be handled.
 struct Pacing {
@@ -192,6 +194,10 @@ pub struct ConnectionLimits {
     /// (spread at random up to half as long again); zero turns pacing off (behind a proxy
     /// that shares its connections among clients).
     pub pace_max: Duration,
+    /// The largest request body a handler reads (`MAX_BODY_BYTES`); a larger one is refused
+    /// with 413 `PAYLOAD_TOO_LARGE`, whether Content-Length says so up front or a chunked
+    /// body grows past it.
+    pub max_body_bytes: usize,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
@@ -230,7 +236,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         metrics::gauge!("boxoffice_http_connections").increment(1.0);
-        let router = router.clone();
+        // The body limit as axum's own layer, around the whole router once per connection
+        // rather than around each route: on the routes, a layer is a boxed clone of the
+        // route and a boxed future on every request.
+        let router = DefaultBodyLimit::max(limits.max_body_bytes).layer(router.clone());
         let pacing = Arc::new(Pacing::new(limits.pace_max));
         let control = ConnectionControl {
             closed: tokio_util::sync::CancellationToken::new(),

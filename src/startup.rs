@@ -10,15 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use boxoffice_engine::Engine;
+use futures::FutureExt;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::auth::jwt::Keys;
 use crate::auth::password::Passwords;
@@ -152,6 +151,7 @@ impl Application {
             max_connections: state.settings.max_connections,
             header_timeout: Duration::from_millis(state.settings.header_timeout_ms),
             pace_max: Duration::from_millis(state.settings.pace_max_ms),
+            max_body_bytes: state.settings.max_body_bytes,
         };
         // Streams never end by themselves: shutdown ends them, so the drain can finish.
         let stopping = state.stopping.clone();
@@ -192,7 +192,6 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Every route, with the layers every route shares.
 pub fn router(state: AppState) -> Router {
-    let settings = state.settings.clone();
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -223,49 +222,48 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        // The JSON extractor refuses a body over the limit with 413 PAYLOAD_TOO_LARGE
-        // (whether Content-Length says so up front or a chunked body grows past it).
-        .route_layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .route_layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-        }))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             around_route,
         ))
         .with_state(state)
-        // Per-request spans at DEBUG. Failures are logged where they are understood (a 500
-        // by `ApiError` with its cause, a slow request by `track_requests`); tower-http's
-        // default would add an ERROR line for every 5xx — every shed 503 of an on-sale's
-        // overload, thousands a second, each a write to stderr on the hot path (~3 % of
-        // the server's CPU in an overload profile) and a flood in the operator's logs.
-        // Sheds are counted in `boxoffice_http_requests_total` and the shed metrics.
-        .layer(
-            TraceLayer::new_for_http().on_failure(
-                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
-            ),
-        )
 }
 
-/// Around every matched route, outermost first: the request metrics
-/// (`telemetry::track_requests`), the time limit, and forwarding a request for an event
-/// another node owns to that node, once (`cluster::forward_to_owner`) — so every answer
-/// below, whichever step gives it (a body too large, a request too slow, a panic, the
-/// owner's answer), is bounded, counted by its route and speaks the API's error body.
+/// Around every matched route, outermost first: the request's span, the request metrics
+/// (`telemetry::track_requests`), the time limit, a panic turned into a 500, and
+/// forwarding a request for an event another node owns to that node, once
+/// (`cluster::forward_to_owner`) — so every answer below, whichever step gives it (a body
+/// too large, a request too slow, a panic, the owner's answer), is bounded, counted by its
+/// route and speaks the API's error body.
 ///
-/// One layer rather than three: each `from_fn` layer costs every request a boxed clone of
-/// the route and another boxed future, and with the hot path's own work a sixth of the
-/// server's CPU those are a measurable share of a hold (README, "Where a hold's time goes").
+/// One layer rather than five: each layer on the routes costs every request a boxed clone
+/// of the route and another boxed future, and tower-http's trace layer also wraps the
+/// response body and reads the clock for each of its frames. Done here as plain code, the
+/// same steps cost a hold about 2 µs less of the server's CPU (README, "Where a hold's time
+/// goes"). The body limit is set once per connection (`connections::serve`).
 async fn around_route(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // At DEBUG, as tower-http's `TraceLayer` made it; when DEBUG is off (the default),
+    // `debug_span!` is one cached check and the span is a no-op.
+    let span = tracing::debug_span!("request", method = %request.method(), uri = %request.uri());
     telemetry::track_requests(request, |request| async move {
         let limit = Duration::from_millis(state.settings.request_timeout_ms);
         let answer = crate::cluster::forward_to_owner(axum::extract::State(state), request, next);
+        // A panicking handler answers 500 like any other failure, instead of dropping the
+        // connection; its message goes to the log through the panic hook.
+        let answer = std::panic::AssertUnwindSafe(answer)
+            .catch_unwind()
+            .map(|answered| {
+                answered.unwrap_or_else(|_| {
+                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+                })
+            });
         within_time_limit(limit, answer).await
     })
+    .instrument(span)
     .await
 }
 
