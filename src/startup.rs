@@ -252,19 +252,23 @@ async fn around_route(
     telemetry::track_requests(request, |request| async move {
         let limit = Duration::from_millis(state.settings.request_timeout_ms);
         let answer = crate::cluster::forward_to_owner(axum::extract::State(state), request, next);
-        // A panicking handler answers 500 like any other failure, instead of dropping the
-        // connection; its message goes to the log through the panic hook.
-        let answer = std::panic::AssertUnwindSafe(answer)
-            .catch_unwind()
-            .map(|answered| {
-                answered.unwrap_or_else(|_| {
-                    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-                })
-            });
-        within_time_limit(limit, answer).await
+        within_time_limit(limit, panics_answered(answer)).await
     })
     .instrument(span)
     .await
+}
+
+/// Answers 500 `INTERNAL` when `answer` panics, like any other failure, instead of
+/// dropping the connection; the panic's message goes to the log through the panic hook.
+async fn panics_answered(
+    answer: impl Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    std::panic::AssertUnwindSafe(answer)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+        })
 }
 
 /// Answers 503 `TIMEOUT` (with `Retry-After`) when a request runs longer than
@@ -306,5 +310,33 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_error_body() {
+        let response = panics_answered(async {
+            if std::hint::black_box(true) {
+                panic!("the handler failed");
+            }
+            StatusCode::OK.into_response()
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_panic_passes_through() {
+        let response = panics_answered(async { StatusCode::CREATED.into_response() }).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
     }
 }

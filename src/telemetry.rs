@@ -56,7 +56,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            // A full name is matched before any suffix.
+            // A full name is matched before any suffix. No idle timeout: handles are made
+            // once and kept (`REQUEST_SERIES`, the engine's `CallMetrics`), and a series the
+            // exporter dropped for idleness would leave them recording into nothing.
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("boxoffice_queue_wait_seconds".into()),
